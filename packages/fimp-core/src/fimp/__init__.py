@@ -1,0 +1,3 @@
+"""FIMP: Foundation-Informed Message Passing."""
+
+__version__ = "0.1.0"

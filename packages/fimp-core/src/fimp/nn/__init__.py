@@ -1,0 +1,5 @@
+"""FIMP layers."""
+
+from fimp.nn.message import MessageCreator
+
+__all__ = ["MessageCreator"]
