@@ -1,0 +1,351 @@
+"""scGPT (Cui et al. 2024, github.com/bowang-lab/scGPT) as a FIMP tokenizer + message creator.
+
+Checkpoint directory (the layout of ``scGPT_human``, ``scGPT_CP``, ``scGPT_bc``, ...; read by
+upstream ``scgpt.tasks.cell_emb.embed_data``):
+
+- ``args.json``: the training argparse dump; ``embsize``, ``nheads``, ``d_hid``, ``nlayers``,
+  ``dropout``, ``pad_token`` (``"<pad>"``), ``pad_value`` (-2), ``input_emb_style``
+  (``"continuous"``) are used.
+- ``vocab.json``: ``{token: index}`` with consecutive indices; ``"<pad>"``, ``"<cls>"``,
+  ``"<eoc>"`` are appended in that order when missing (as upstream ``embed_data`` does).
+- ``best_model.pt``: ``torch.save(model.state_dict())``, read with ``torch.load(weights_only=True)``.
+
+State-dict keys (``scgpt.model.TransformerModel``): ``encoder.embedding.weight`` and
+``encoder.enc_norm.*`` (gene embedding + LayerNorm), ``value_encoder.linear1/linear2/norm.*``
+(``ContinuousValueEncoder``: clamp(max=512) -> Linear(1, d) -> ReLU -> Linear(d, d) -> LayerNorm),
+``transformer_encoder.layers.{i}.*`` (post-LN blocks, ReLU MLP, exact softmax attention) whose
+attention is stored in one of three layouts holding the same packed ``[q; k; v]`` rows:
+
+- ``self_attn.in_proj_weight`` / ``in_proj_bias`` (PyTorch ``nn.TransformerEncoderLayer``),
+- ``self_attn.Wqkv.weight`` / ``.bias`` (released checkpoints, flash-attn 1.x ``FlashMHA``),
+- ``self_attn._impl.Wqkv.*`` / ``self_attn._impl.out_proj.*`` (upstream's current
+  ``flash_attn_compat.FlashMHA`` wrapper).
+
+The model input is ``enc_norm(embedding(gene)) + value_encoder(value)`` with no positional
+encoding; a cell is ``<cls>`` (value ``pad_value``) followed by its non-zero genes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from fimp.errors import CheckpointError, ConfigError, UnknownGeneError
+from fimp.pretrained.two_stream import FeedForward, TransformerBlock
+
+__all__ = [
+    "ScGPTCheckpoint",
+    "map_genes",
+    "normalize_scgpt_keys",
+    "read_scgpt",
+    "scgpt_blocks",
+]
+
+SPECIAL_TOKENS = ("<pad>", "<cls>", "<eoc>")
+
+_RENAMES = (
+    (re.compile(r"self_attn\._impl\.Wqkv\."), "self_attn.in_proj_"),
+    (re.compile(r"self_attn\.Wqkv\."), "self_attn.in_proj_"),
+    (re.compile(r"self_attn\._impl\.out_proj\."), "self_attn.out_proj."),
+)
+_REQUIRED_ARGS = ("embsize", "nheads", "d_hid", "nlayers")
+
+
+@dataclass(frozen=True)
+class ScGPTCheckpoint:
+    """A parsed scGPT model directory.
+
+    Attributes:
+        args: the ``args.json`` dict.
+        vocab: token -> row of ``encoder.embedding.weight`` (specials appended as upstream does).
+        state: the state dict with attention keys in the PyTorch layout
+            (``self_attn.in_proj_weight``/``in_proj_bias``/``out_proj.*``), float32 tensors.
+        layout: which attention key layout the file used: ``"pytorch"``, ``"flash"`` (``Wqkv``) or
+            ``"flash_compat"`` (``_impl.Wqkv``).
+    """
+
+    args: dict[str, Any]
+    vocab: dict[str, int]
+    state: dict[str, Tensor] = field(repr=False)
+    layout: str
+
+    @property
+    def dim(self) -> int:
+        """Token width d (``embsize``)."""
+        return int(self.args["embsize"])
+
+    @property
+    def heads(self) -> int:
+        """Attention heads (``nheads``)."""
+        return int(self.args["nheads"])
+
+    @property
+    def num_layers(self) -> int:
+        """Number of transformer blocks (``nlayers``)."""
+        return int(self.args["nlayers"])
+
+    @property
+    def pad_token(self) -> str:
+        return str(self.args.get("pad_token", "<pad>"))
+
+    @property
+    def pad_value(self) -> float:
+        return float(self.args.get("pad_value", -2))
+
+
+def _read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise CheckpointError(
+            f"{path} is missing; an scGPT model directory holds args.json, vocab.json and "
+            "best_model.pt"
+        )
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
+
+
+def _read_vocab(path: Path) -> dict[str, int]:
+    raw = _read_json(path)
+    if not isinstance(raw, dict) or not all(
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+        for k, v in raw.items()
+    ):
+        raise CheckpointError(f"{path} must be a JSON object {{token: index}}")
+    indices = sorted(raw.values())
+    if indices != list(range(len(indices))):
+        raise CheckpointError(
+            f"{path}: indices must be consecutive from 0 (scGPT's GeneVocab requires it)"
+        )
+    vocab = dict(sorted(raw.items(), key=lambda kv: kv[1]))
+    for tok in SPECIAL_TOKENS:  # upstream embed_data appends the missing specials in this order
+        if tok not in vocab:
+            vocab[tok] = len(vocab)
+    return vocab
+
+
+def normalize_scgpt_keys(state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], str]:
+    """Rename any of scGPT's three attention key layouts to the PyTorch one.
+
+    Returns ``(state, layout)`` with layout ``"pytorch"``, ``"flash"`` or ``"flash_compat"``.
+    Upstream ``scgpt.utils.load_pretrained`` applies the same renames.
+    """
+    keys = list(state)
+    if keys and all(k.startswith("module.") for k in keys):  # saved from DistributedDataParallel
+        state = {k[len("module.") :]: v for k, v in state.items()}
+        keys = list(state)
+    if any("fast_transformer_encoder" in k for k in keys):
+        raise CheckpointError(
+            "this scGPT checkpoint uses the linear-attention backend "
+            "(fast_transformer_backend='linear'); only exact-attention checkpoints (PyTorch or "
+            "flash-attn layouts) are supported"
+        )
+    if any("self_attn._impl." in k for k in keys):
+        layout = "flash_compat"
+    elif any("self_attn.Wqkv." in k for k in keys):
+        layout = "flash"
+    else:
+        layout = "pytorch"
+    out: dict[str, Tensor] = {}
+    for k, v in state.items():
+        for pattern, repl in _RENAMES:
+            k = pattern.sub(repl, k)
+        out[k] = v
+    return out, layout
+
+
+def read_scgpt(path: str | os.PathLike[str]) -> ScGPTCheckpoint:
+    """Read an scGPT model directory (``args.json``, ``vocab.json``, ``best_model.pt``).
+
+    The weights are read with ``torch.load(..., weights_only=True)`` (no arbitrary unpickling).
+
+    Raises:
+        CheckpointError: a file is missing or malformed, a required tensor is absent, or tensor
+            shapes disagree with ``args.json`` / ``vocab.json``.
+        ConfigError: the checkpoint uses a variant this loader does not implement
+            (``input_emb_style`` other than ``"continuous"``, ``pre_norm``, ...).
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise CheckpointError(f"scGPT model directory {root} does not exist")
+    args = _read_json(root / "args.json")
+    if not isinstance(args, dict):
+        raise CheckpointError(f"{root / 'args.json'} must be a JSON object")
+    missing = [k for k in _REQUIRED_ARGS if k not in args]
+    if missing:
+        raise CheckpointError(f"{root / 'args.json'} lacks {missing}")
+    style = args.get("input_emb_style", "continuous")
+    if style != "continuous":
+        raise ConfigError(
+            f"input_emb_style={style!r}: only scGPT's 'continuous' value encoder (used by every "
+            "released checkpoint) is supported"
+        )
+    if args.get("pre_norm", False):
+        raise ConfigError("pre_norm=True scGPT checkpoints are not supported (none is released)")
+    vocab = _read_vocab(root / "vocab.json")
+    weights = root / "best_model.pt"
+    if not weights.is_file():
+        raise CheckpointError(f"{weights} is missing")
+    try:
+        raw = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError/RuntimeError for foreign content
+        raise CheckpointError(
+            f"{weights} could not be read with torch.load(weights_only=True): {exc}"
+        ) from exc
+    if not isinstance(raw, Mapping) or not all(isinstance(v, Tensor) for v in raw.values()):
+        raise CheckpointError(f"{weights} must hold a state dict (mapping name -> tensor)")
+    state, layout = normalize_scgpt_keys(raw)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    ckpt = ScGPTCheckpoint(args=args, vocab=vocab, state=state, layout=layout)
+    _check_shapes(ckpt, weights)
+    return ckpt
+
+
+def _check_shapes(ckpt: ScGPTCheckpoint, where: Path) -> None:
+    d, hid = ckpt.dim, int(ckpt.args["d_hid"])
+    if d % ckpt.heads:
+        raise CheckpointError(f"embsize {d} is not divisible by nheads {ckpt.heads}")
+    expected: dict[str, tuple[int, ...]] = {
+        "encoder.embedding.weight": (len(ckpt.vocab), d),
+        "encoder.enc_norm.weight": (d,),
+        "encoder.enc_norm.bias": (d,),
+        "value_encoder.linear1.weight": (d, 1),
+        "value_encoder.linear1.bias": (d,),
+        "value_encoder.linear2.weight": (d, d),
+        "value_encoder.linear2.bias": (d,),
+        "value_encoder.norm.weight": (d,),
+        "value_encoder.norm.bias": (d,),
+    }
+    for i in range(ckpt.num_layers):
+        p = f"transformer_encoder.layers.{i}."
+        expected.update(
+            {
+                p + "self_attn.in_proj_weight": (3 * d, d),
+                p + "self_attn.in_proj_bias": (3 * d,),
+                p + "self_attn.out_proj.weight": (d, d),
+                p + "self_attn.out_proj.bias": (d,),
+                p + "linear1.weight": (hid, d),
+                p + "linear1.bias": (hid,),
+                p + "linear2.weight": (d, hid),
+                p + "linear2.bias": (d,),
+                p + "norm1.weight": (d,),
+                p + "norm1.bias": (d,),
+                p + "norm2.weight": (d,),
+                p + "norm2.bias": (d,),
+            }
+        )
+    absent = [k for k in expected if k not in ckpt.state]
+    if absent:
+        raise CheckpointError(
+            f"{where} lacks {len(absent)} scGPT tensors, e.g. {absent[:5]} (layout "
+            f"{ckpt.layout!r}; is this an scGPT TransformerModel state dict with "
+            f"nlayers={ckpt.num_layers}?)"
+        )
+    for k, shape in expected.items():
+        got = tuple(ckpt.state[k].shape)
+        if got != shape:
+            hint = " (vocab.json and the embedding disagree)" if k.startswith("encoder.emb") else ""
+            raise CheckpointError(f"{where}: {k} has shape {got}, expected {shape}{hint}")
+    extra = f"transformer_encoder.layers.{ckpt.num_layers}.norm1.weight"
+    if extra in ckpt.state:
+        raise CheckpointError(f"{where} has more blocks than nlayers={ckpt.num_layers}")
+
+
+def map_genes(
+    genes: Sequence[str],
+    vocab: Mapping[str, int],
+    *,
+    missing: Literal["error", "drop"] = "error",
+    vocab_name: str = "the vocabulary",
+) -> tuple[Tensor, list[int]]:
+    """Map gene symbols to vocabulary ids.
+
+    Args:
+        genes: gene symbols, length G (e.g. ``adata.var_names``).
+        vocab: token -> id.
+        missing: ``"error"`` raises :class:`~fimp.errors.UnknownGeneError` listing every gene that
+            is not in ``vocab``; ``"drop"`` leaves them out (upstream ``embed_data`` drops them).
+        vocab_name: how to name the vocabulary in the error message.
+
+    Returns:
+        ``(ids [G'] long, kept)`` where ``kept`` are the positions in ``genes`` that were mapped
+        (all of them unless ``missing="drop"``).
+    """
+    if missing not in ("error", "drop"):
+        raise ConfigError(f"missing must be 'error' or 'drop', got {missing!r}")
+    kept = [i for i, g in enumerate(genes) if g in vocab]
+    if len(kept) != len(genes) and missing == "error":
+        unknown = [g for g in genes if g not in vocab]
+        shown = ", ".join(repr(g) for g in unknown[:20])
+        more = f", ... (+{len(unknown) - 20} more)" if len(unknown) > 20 else ""
+        raise UnknownGeneError(
+            f"{len(unknown)} of {len(genes)} genes are not in {vocab_name} ({len(vocab)} tokens): "
+            f"{shown}{more}. Rename them to the vocabulary's symbols, or pass missing='drop' to "
+            "leave them out."
+        )
+    if not kept:
+        raise UnknownGeneError(f"none of the {len(genes)} genes is in {vocab_name}")
+    ids = torch.tensor([vocab[genes[i]] for i in kept], dtype=torch.long)
+    return ids, kept
+
+
+def _linear(state: Mapping[str, Tensor], prefix: str) -> nn.Linear:
+    w = state[prefix + ".weight"]
+    b = state.get(prefix + ".bias")
+    lin = nn.Linear(w.shape[1], w.shape[0], bias=b is not None)
+    with torch.no_grad():
+        lin.weight.copy_(w)
+        if b is not None:
+            lin.bias.copy_(b)
+    return lin
+
+
+def _layer_norm(state: Mapping[str, Tensor], prefix: str, eps: float) -> nn.LayerNorm:
+    w = state[prefix + ".weight"]
+    ln = nn.LayerNorm(w.shape[0], eps=eps)
+    with torch.no_grad():
+        ln.weight.copy_(w)
+        ln.bias.copy_(state[prefix + ".bias"])
+    return ln
+
+
+def scgpt_blocks(ckpt: ScGPTCheckpoint) -> list[TransformerBlock]:
+    """scGPT's transformer blocks as :class:`~fimp.pretrained.two_stream.TransformerBlock`.
+
+    Each block is post-LN (``x = norm1(x + attn(x)); x = norm2(x + linear2(relu(linear1(x))))``,
+    LayerNorm eps 1e-5) with exact softmax attention; the packed ``in_proj``/``Wqkv`` rows
+    ``[q; k; v]`` are split into the query projection (target stream in cross mode) and the
+    key/value projections (source stream).
+    """
+    blocks = []
+    for i in range(ckpt.num_layers):
+        p = f"transformer_encoder.layers.{i}."
+        qkv = nn.Linear(ckpt.dim, 3 * ckpt.dim)
+        with torch.no_grad():
+            qkv.weight.copy_(ckpt.state[p + "self_attn.in_proj_weight"])
+            qkv.bias.copy_(ckpt.state[p + "self_attn.in_proj_bias"])
+        blocks.append(
+            TransformerBlock.from_fused_qkv(
+                ckpt.dim,
+                ckpt.heads,
+                qkv=qkv,
+                out_proj=_linear(ckpt.state, p + "self_attn.out_proj"),
+                norm1=_layer_norm(ckpt.state, p + "norm1", 1e-5),
+                norm2=_layer_norm(ckpt.state, p + "norm2", 1e-5),
+                mlp=FeedForward(
+                    _linear(ckpt.state, p + "linear1"),
+                    _linear(ckpt.state, p + "linear2"),
+                    activation="relu",
+                ),
+                norm_first=False,
+            )
+        )
+    return blocks
