@@ -1,0 +1,167 @@
+"""Multi-head cross-attention between two token sequences (the FIMP-base message creator)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fimp.errors import ConfigError, ShapeError
+from fimp.nn._checks import check_token_mask
+from fimp.nn.message import MessageCreator, State
+
+
+def _rows_with_keys(query_mask: Tensor, key_mask: Tensor) -> Tensor:
+    """[B, Lq] bool: query rows that are real and whose source has at least one real token."""
+    return query_mask & key_mask.any(dim=-1, keepdim=True)
+
+
+class CrossAttention(MessageCreator):
+    r"""Multi-head cross-attention: queries from one token sequence, keys/values from another.
+
+    .. math::
+        Q = X_q W_Q,\quad K = X_{kv} W_K,\quad V = X_{kv} W_V \quad (\text{per head, } d_h = d / h)
+
+        \mathrm{out} = \mathrm{concat}_h\,\mathrm{softmax}\!\left(Q_h K_h^\top / \sqrt{d_h}
+        + \mathrm{mask}\right) V_h\; W_O
+
+    The attention matrix is [L_q x L_k]: row = query token, column = key token, rows sum to 1 over
+    the real key tokens. Padded keys are masked out. A query row whose key sequence has no real token,
+    and every padded query row, gets a zero output (not the bias of ``out_proj``, not NaN).
+
+    As a :class:`~fimp.nn.MessageCreator` (FIMP-base) it projects every node once in
+    :meth:`prepare` and attends per edge in :meth:`edge_messages`.
+
+    Args:
+        dim: token width d.
+        heads: number of heads h; ``dim`` must be divisible by ``heads``.
+        bias: whether the four projections carry a bias.
+        dropout: dropout on the attention probabilities (training only).
+
+    Shapes:
+        - query: [B, L_q, d], key_value: [B, L_k, d]
+        - query_mask: [B, L_q] bool, key_mask: [B, L_k] bool (True = real token), optional
+        - output: [B, L_q, d]; attention (``return_attention=True``): [B, h, L_q, L_k]
+    """
+
+    def __init__(self, dim: int, heads: int, *, bias: bool = True, dropout: float = 0.0) -> None:
+        super().__init__()
+        if dim <= 0 or heads <= 0:
+            raise ConfigError(f"dim and heads must be positive, got dim={dim}, heads={heads}")
+        if dim % heads != 0:
+            raise ConfigError(
+                f"dim={dim} is not divisible by heads={heads}; choose heads among "
+                f"{[h for h in range(1, min(dim, 16) + 1) if dim % h == 0]}"
+            )
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
+        self.dim = dim
+        self.heads = heads
+        self.head_dim = dim // heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(dim, dim, bias=bias)
+        self.k_proj = nn.Linear(dim, dim, bias=bias)
+        self.v_proj = nn.Linear(dim, dim, bias=bias)
+        self.out_proj = nn.Linear(dim, dim, bias=bias)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for lin in (self.q_proj, self.k_proj, self.v_proj, self.out_proj):
+            nn.init.xavier_uniform_(lin.weight)
+            if lin.bias is not None:
+                nn.init.zeros_(lin.bias)
+
+    def _split(self, t: Tensor) -> Tensor:
+        """[B, L, d] -> contiguous [B, h, L, d_h]."""
+        b, length, _ = t.shape
+        return t.view(b, length, self.heads, self.head_dim).transpose(1, 2).contiguous()
+
+    # -- MessageCreator protocol ------------------------------------------------------------------
+    def prepare(self, x: Tensor, token_mask: Tensor) -> tuple[State, State]:
+        """Project every node once: target state (Q,), source state (K, V), each [N, h, L, d_h]."""
+        return (self._split(self.q_proj(x)),), (
+            self._split(self.k_proj(x)),
+            self._split(self.v_proj(x)),
+        )
+
+    def edge_messages(
+        self,
+        target_state: State,
+        source_state: State,
+        query_mask: Tensor,
+        key_mask: Tensor,
+        *,
+        return_attention: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        (q,) = target_state
+        k, v = source_state
+        return self._attend(q, k, v, query_mask, key_mask, return_attention)
+
+    # -- plain module use -----------------------------------------------------------------------
+    def forward(
+        self,
+        query: Tensor,
+        key_value: Tensor,
+        *,
+        query_mask: Tensor | None = None,
+        key_mask: Tensor | None = None,
+        return_attention: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        for name, t in (("query", query), ("key_value", key_value)):
+            if not isinstance(t, Tensor) or t.dim() != 3 or t.size(-1) != self.dim:
+                shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+                raise ShapeError(f"{name} must have shape [B, L, {self.dim}], got {shape}")
+        if query.size(0) != key_value.size(0):
+            raise ShapeError(
+                f"query and key_value must have the same batch size, got {query.size(0)} and "
+                f"{key_value.size(0)}"
+            )
+        b, lq, lk = query.size(0), query.size(1), key_value.size(1)
+        query_mask = check_token_mask(query_mask, b, lq, name="query_mask")
+        key_mask = check_token_mask(key_mask, b, lk, name="key_mask")
+        if query_mask is None:
+            query_mask = torch.ones(b, lq, dtype=torch.bool, device=query.device)
+        if key_mask is None:
+            key_mask = torch.ones(b, lk, dtype=torch.bool, device=query.device)
+        q = self._split(self.q_proj(query))
+        k = self._split(self.k_proj(key_value))
+        v = self._split(self.v_proj(key_value))
+        return self._attend(q, k, v, query_mask, key_mask, return_attention)
+
+    def _attend(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        query_mask: Tensor,
+        key_mask: Tensor,
+        return_attention: bool,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        b, _, lq, _ = q.shape
+        padded_keys = not bool(key_mask.all())
+        padded_queries = not bool(query_mask.all())
+        # A source with no real token would give an all-masked softmax row (NaN in some backends):
+        # attend to its padding instead and zero those rows below.
+        no_keys = ~key_mask.any(dim=-1, keepdim=True)
+        safe_keys = key_mask | no_keys
+        p = self.dropout if self.training else 0.0
+        if return_attention:
+            scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim)
+            scores = scores.masked_fill(~safe_keys[:, None, None, :], float("-inf"))
+            attn = torch.softmax(scores, dim=-1)
+            rows = _rows_with_keys(query_mask, key_mask)
+            attn = attn * rows[:, None, :, None].to(attn.dtype)
+            attn_used = F.dropout(attn, p=p, training=self.training) if p > 0 else attn
+            ctx = torch.matmul(attn_used, v)
+        else:
+            mask = safe_keys[:, None, None, :] if padded_keys else None
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        out = self.out_proj(ctx.transpose(1, 2).reshape(b, lq, self.dim))
+        if padded_keys or padded_queries:
+            out = out * _rows_with_keys(query_mask, key_mask).unsqueeze(-1).to(out.dtype)
+        return (out, attn) if return_attention else out
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.dim}, heads={self.heads}, dropout={self.dropout})"

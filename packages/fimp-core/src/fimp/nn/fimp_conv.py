@@ -1,0 +1,245 @@
+"""The FIMP message-passing layer: cross-node attention between token sequences."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from fimp.errors import ConfigError
+from fimp.nn._checks import check_edge_index, check_token_mask, check_tokens
+from fimp.nn.cross_attention import CrossAttention
+from fimp.nn.message import MessageCreator, State
+
+_AGGRS = ("mean", "sum", "max")
+_SEGMENT_REDUCE = {"mean": "sum", "sum": "sum", "max": "max"}
+
+
+def _segment_reduce(src: Tensor, reduce: str, counts: Tensor) -> Tensor:
+    """Reduce consecutive row segments of ``src`` [S, ...] with lengths ``counts`` (all >= 1).
+
+    Sum uses ``torch.segment_reduce`` (ordered, deterministic). Max uses ``scatter_reduce("amax")``
+    because segment_reduce's max backward does not split the gradient between tied maxima (duplicate
+    edges give exactly tied messages); amax splits it evenly, like ``torch.amax``.
+    """
+    if reduce == "sum":
+        return torch.segment_reduce(src, "sum", lengths=counts, axis=0)
+    index = torch.repeat_interleave(torch.arange(counts.numel(), device=src.device), counts)
+    index = index.view(-1, *([1] * (src.dim() - 1))).expand_as(src)
+    # -inf start values never tie with finite messages, so no gradient share goes to them
+    out = src.new_full((counts.numel(), *src.shape[1:]), float("-inf"))
+    return out.scatter_reduce(0, index, src, "amax")
+
+
+class FIMPConv(nn.Module):
+    r"""Foundation-Informed Message Passing layer (Rizvi et al., arXiv:2210.09475).
+
+    Every node i carries a token sequence :math:`H_i \in \mathbb{R}^{L \times d}`. For every edge
+    :math:`j \to i` (``edge_index[0]`` = source j, ``edge_index[1]`` = target i):
+
+    .. math::
+        H_{ji} = \mathrm{MSG}(H_i, H_j) \in \mathbb{R}^{L \times d}, \qquad
+        M_i = \mathrm{AGGREGATE}_{j \in \mathcal{N}(i)} H_{ji}, \qquad
+        H_i' = W (H_i + M_i)
+
+    MSG is, by default (FIMP-base), multi-head cross-attention with queries from the target's tokens
+    and keys/values from the source's tokens (:class:`~fimp.nn.CrossAttention`); any
+    :class:`~fimp.nn.MessageCreator` (e.g. a pretrained foundation model's blocks) can be passed as
+    ``message``. AGGREGATE is element-wise over the L x d matrices (mean, sum or max); nodes without
+    in-edges get :math:`M_i = 0`. Row t of :math:`H_{ji}` is target token t contextualised by the
+    neighbour's tokens, so every token position keeps its identity.
+
+    Args:
+        dim: token width d.
+        heads: attention heads of the default cross-attention (ignored when ``message`` is given).
+        message: the message creator; ``None`` = FIMP-base ``CrossAttention(dim, heads)``.
+        aggr: ``"mean"`` (default), ``"sum"`` or ``"max"``.
+        combine: ``"add"`` (:math:`H_i + M_i`) or ``None`` (:math:`M_i` alone).
+        project: apply the learned projection W (``nn.Linear(dim, dim)``) after combining.
+            ``combine=None, project=False`` returns the aggregated messages M.
+        dropout: attention dropout of the default cross-attention.
+        edge_chunk_size: process edges in chunks of at most this many edges, recomputing each chunk
+            in backward, so that peak memory does not grow with E. ``None`` = one chunk (fastest);
+            ``"auto"`` = chunks sized to ``chunk_memory_mb`` of per-edge working memory.
+        chunk_memory_mb: memory budget per chunk for ``edge_chunk_size="auto"``, in MiB.
+
+    Shapes:
+        - x: [N, L, d] node token sequences
+        - edge_index: [2, E] (int64)
+        - token_mask: [N, L] bool, True = real token (optional; padded tokens get zero output)
+        - output: [N, L, d], or with ``return_attention_weights=True``
+          ``(out, (edge_index, attention [E, heads, L, L]))``, attention rows ordered like the
+          input edges (row = target token, column = source token).
+
+    Aggregation is deterministic: edges are sorted by target (stable) and reduced per segment.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int = 4,
+        *,
+        message: MessageCreator | None = None,
+        aggr: Literal["mean", "sum", "max"] = "mean",
+        combine: Literal["add"] | None = "add",
+        project: bool = True,
+        dropout: float = 0.0,
+        edge_chunk_size: int | Literal["auto"] | None = None,
+        chunk_memory_mb: float = 256.0,
+    ) -> None:
+        super().__init__()
+        if aggr not in _AGGRS:
+            raise ConfigError(f"aggr must be one of {_AGGRS}, got {aggr!r}")
+        if combine not in ("add", None):
+            raise ConfigError(f"combine must be 'add' or None, got {combine!r}")
+        if edge_chunk_size is not None and edge_chunk_size != "auto":
+            if not isinstance(edge_chunk_size, int) or edge_chunk_size < 1:
+                raise ConfigError(
+                    f"edge_chunk_size must be a positive int, 'auto' or None, got {edge_chunk_size!r}"
+                )
+        if chunk_memory_mb <= 0:
+            raise ConfigError(f"chunk_memory_mb must be positive, got {chunk_memory_mb}")
+        if message is None:
+            message = CrossAttention(dim, heads, dropout=dropout)
+        elif not isinstance(message, MessageCreator):
+            raise ConfigError(
+                f"message must be a fimp.nn.MessageCreator (prepare + edge_messages), got "
+                f"{type(message).__name__}"
+            )
+        elif message.dim != dim:
+            raise ConfigError(f"message creator has dim={message.dim} but the layer has dim={dim}")
+        self.dim = dim
+        self.heads = message.heads
+        self.message = message
+        self.aggr = aggr
+        self.combine = combine
+        self.edge_chunk_size = edge_chunk_size
+        self.chunk_memory_mb = chunk_memory_mb
+        self.lin = nn.Linear(dim, dim) if project else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        reset = getattr(self.message, "reset_parameters", None)
+        if callable(reset):
+            reset()
+        if self.lin is not None:
+            self.lin.reset_parameters()
+
+    def _chunk_size(self, num_edges: int, lq: int, lk: int, element_size: int) -> int:
+        if self.edge_chunk_size is None:
+            return max(num_edges, 1)
+        if self.edge_chunk_size != "auto":
+            return self.edge_chunk_size
+        estimate = getattr(self.message, "bytes_per_edge", None)
+        if callable(estimate):
+            per_edge = int(estimate(lq, lk, element_size))
+        else:  # gathered q, k, v, context, output + one [heads, Lq, Lk] score matrix, x2 for autograd
+            per_edge = 2 * element_size * (5 * lq * self.dim + self.heads * lq * lk)
+        return max(1, int(self.chunk_memory_mb * 2**20) // max(per_edge, 1))
+
+    def forward(
+        self,
+        x: Tensor,
+        edge_index: Tensor,
+        *,
+        token_mask: Tensor | None = None,
+        return_attention_weights: bool = False,
+    ) -> Tensor | tuple[Tensor, tuple[Tensor, Tensor]]:
+        check_tokens(x, self.dim)
+        n, length, _ = x.shape
+        check_edge_index(edge_index, n)
+        token_mask = check_token_mask(token_mask, n, length)
+        mask = token_mask if token_mask is not None else x.new_ones(n, length, dtype=torch.bool)
+        edge_index = edge_index.long()
+        src, dst = edge_index[0], edge_index[1]
+        order = torch.sort(dst, stable=True).indices
+        src_s, dst_s = src[order], dst[order]
+
+        target_state, source_state = self.message.prepare(x, mask)
+        chunk = self._chunk_size(src_s.numel(), length, length, x.element_size())
+        recompute = (
+            self.edge_chunk_size is not None
+            and torch.is_grad_enabled()
+            and not return_attention_weights
+            and src_s.numel() > chunk
+        )
+
+        fn = _ChunkFn(
+            self.message, _SEGMENT_REDUCE[self.aggr], return_attention_weights, len(target_state)
+        )
+        targets: list[Tensor] = []
+        parts: list[Tensor] = []
+        attentions: list[Tensor] = []
+        for start in range(0, src_s.numel(), chunk):
+            s_c, d_c = src_s[start : start + chunk], dst_s[start : start + chunk]
+            uniq, counts = torch.unique_consecutive(d_c, return_counts=True)
+            args = (s_c, d_c, counts, mask, *target_state, *source_state)
+            out = checkpoint(fn, *args, use_reentrant=False) if recompute else fn(*args)
+            if return_attention_weights:
+                out, att = out
+                attentions.append(att)
+            targets.append(uniq)
+            parts.append(out)
+
+        agg = x.new_zeros(n, length, self.dim)
+        if parts:
+            uniq_all = torch.cat(targets)
+            red = torch.cat(parts)
+            if len(parts) > 1:  # a target's edges may straddle chunk boundaries: reduce again
+                uniq_all, counts = torch.unique_consecutive(uniq_all, return_counts=True)
+                red = _segment_reduce(red, _SEGMENT_REDUCE[self.aggr], counts)
+            agg = agg.index_copy(0, uniq_all, red)
+            if self.aggr == "mean":
+                deg = torch.bincount(dst, minlength=n).clamp_(min=1).to(x.dtype)
+                agg = agg / deg.view(n, 1, 1)
+
+        out = x + agg if self.combine == "add" else agg
+        if self.lin is not None:
+            out = self.lin(out)
+        if token_mask is not None:
+            out = out * token_mask.unsqueeze(-1).to(out.dtype)
+        if not return_attention_weights:
+            return out
+        heads = self.heads
+        if attentions:
+            att_sorted = torch.cat(attentions)
+            attention = torch.empty_like(att_sorted).index_copy_(0, order, att_sorted)
+        else:
+            attention = x.new_zeros(0, heads, length, length)
+        return out, (edge_index, attention)
+
+    def __repr__(self) -> str:
+        msg = (
+            ""
+            if isinstance(self.message, CrossAttention)
+            else f", message={type(self.message).__name__}"
+        )
+        return f"{type(self).__name__}({self.dim}, heads={self.heads}, aggr='{self.aggr}'{msg})"
+
+
+class _ChunkFn:
+    """Gather states for a chunk of target-sorted edges, create messages, reduce per target."""
+
+    def __init__(
+        self, message: MessageCreator, reduce: str, return_attention: bool, n_target: int
+    ) -> None:
+        self.message = message
+        self.reduce = reduce
+        self.return_attention = return_attention
+        self.n_target = n_target
+
+    def __call__(
+        self, src: Tensor, dst: Tensor, counts: Tensor, mask: Tensor, *states: Tensor
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        target_state: State = tuple(s.index_select(0, dst) for s in states[: self.n_target])
+        source_state: State = tuple(s.index_select(0, src) for s in states[self.n_target :])
+        out = self.message.edge_messages(
+            target_state, source_state, mask[dst], mask[src], return_attention=self.return_attention
+        )
+        att = None
+        if self.return_attention:
+            out, att = out
+        red = _segment_reduce(out, self.reduce, counts)
+        return (red, att) if att is not None else red
