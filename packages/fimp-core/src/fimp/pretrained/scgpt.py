@@ -27,6 +27,7 @@ encoding; a cell is ``<cls>`` (value ``pad_value``) followed by its non-zero gen
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -39,14 +40,17 @@ import torch
 from torch import Tensor, nn
 
 from fimp.errors import CheckpointError, ConfigError, UnknownGeneError
-from fimp.pretrained.two_stream import FeedForward, TransformerBlock
+from fimp.pretrained.two_stream import FeedForward, TransformerBlock, TwoStreamMessage
+from fimp.tokenizers.gene import GeneTokenizer
 
 __all__ = [
     "ScGPTCheckpoint",
+    "load_scgpt",
     "map_genes",
     "normalize_scgpt_keys",
     "read_scgpt",
     "scgpt_blocks",
+    "scgpt_tokenizer",
 ]
 
 SPECIAL_TOKENS = ("<pad>", "<cls>", "<eoc>")
@@ -349,3 +353,142 @@ def scgpt_blocks(ckpt: ScGPTCheckpoint) -> list[TransformerBlock]:
             )
         )
     return blocks
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def scgpt_tokenizer(
+    ckpt: ScGPTCheckpoint,
+    *,
+    missing: Literal["error", "drop"] = "error",
+    selection: Literal["top_k", "sample", "panel"] = "top_k",
+    k: int | None = None,
+    value_encoding: str | None = None,
+    dropout: float = 0.0,
+) -> GeneTokenizer:
+    """scGPT's own tokenizer as a :class:`~fimp.tokenizers.GeneTokenizer` holding its weights.
+
+    ``gene_embedding`` = ``encoder.embedding``, ``gene_norm`` = ``encoder.enc_norm`` (LayerNorm
+    1e-5), ``value_encoder`` = ``value_encoder`` (``ContinuousValueEncoder``); ``<cls>`` is token 0
+    with value ``pad_value``; no position encoding. ``value_encoding`` defaults from ``args.json``:
+    ``input_style="binned"`` (all released checkpoints) gives ``"binned_continuous"`` (scGPT's
+    per-cell 51-level quantile bins fed to the continuous encoder), otherwise ``"continuous"``.
+    The mask embedding (value term of entries hidden for reconstruction) is set to
+    ``value_encoder(mask_value)`` (``mask_value`` -1 upstream), the input scGPT saw for masked
+    values in pre-training. ``selection="top_k"`` with ``k = max_seq_len - 1`` (default 1199) keeps every non-zero gene of
+    a cell in column order, exactly upstream's ``embed_data`` tokens for cells with at most ``k``
+    expressed genes (upstream subsamples longer cells at random; ``top_k`` keeps the highest).
+    """
+    if value_encoding is None:
+        value_encoding = (
+            "binned_continuous"
+            if ckpt.args.get("input_style", "binned") == "binned"
+            else "continuous"
+        )
+    if selection != "panel" and k is None:
+        k = int(ckpt.args.get("max_seq_len", 1200)) - 1
+    tokens = list(ckpt.vocab)  # ordered by index
+    tok = GeneTokenizer(
+        tokens,
+        ckpt.dim,
+        value_encoding=value_encoding,
+        n_bins=int(ckpt.args.get("n_bins", 51)),
+        selection=selection,
+        k=k,
+        unknown=missing,
+        padding_idx=ckpt.vocab[ckpt.pad_token],
+        norm_gene_embedding=True,
+        dropout=dropout,
+        max_value=512.0,
+        cls_token="<cls>",
+        cls_value=ckpt.pad_value,
+    )
+    s = ckpt.state
+    with torch.no_grad():
+        tok.gene_embedding.weight.copy_(s["encoder.embedding.weight"])
+        tok.gene_norm.weight.copy_(s["encoder.enc_norm.weight"])
+        tok.gene_norm.bias.copy_(s["encoder.enc_norm.bias"])
+        for name in ("linear1", "linear2", "norm"):
+            sub = getattr(tok.value_encoder, name)
+            sub.weight.copy_(s[f"value_encoder.{name}.weight"])
+            sub.bias.copy_(s[f"value_encoder.{name}.bias"])
+        # a masked entry looks like upstream's masked input: value_encoder(mask_value)
+        mask_value = torch.tensor([float(ckpt.args.get("mask_value", -1))])
+        tok.mask_embedding.copy_(tok.value_encoder.eval()(mask_value)[0])
+    tok.value_encoder.train()
+    return tok
+
+
+def load_scgpt(
+    path: str | os.PathLike[str],
+    *,
+    genes: Sequence[str] | None = None,
+    missing: Literal["error", "drop"] = "error",
+    selection: Literal["top_k", "sample", "panel"] = "top_k",
+    k: int | None = None,
+    value_encoding: str | None = None,
+    source_stream: Literal["self", "fixed"] = "self",
+    freeze: Literal["all", "attention", "none"] = "all",
+    dropout: float = 0.0,
+) -> tuple[GeneTokenizer, TwoStreamMessage, dict[str, Any]]:
+    """Load an scGPT model directory as FIMP's tokenizer + two-stream message creator.
+
+    Args:
+        path: the model directory (``args.json``, ``vocab.json``, ``best_model.pt``), any of
+            scGPT's three attention key layouts (see the module docs).
+        genes: optional gene names of the data (e.g. ``adata.var_names``): checked against the
+            vocabulary now, so a missing gene fails at load time rather than at the first batch.
+        missing: ``"error"`` raises :class:`~fimp.errors.UnknownGeneError` listing the genes that
+            are not in ``vocab.json``; ``"drop"`` leaves those columns out (as upstream does).
+        selection, k, value_encoding, dropout: see :func:`scgpt_tokenizer`.
+        source_stream: ``"self"`` or ``"fixed"`` (:class:`~fimp.pretrained.two_stream.TwoStreamMessage`).
+        freeze: ``"all"`` freezes the message creator and the tokenizer (zero-shot); ``"attention"``
+            freezes the attention projections; ``"none"`` trains everything.
+
+    Returns:
+        ``(tokenizer, message, config)``: a :class:`~fimp.tokenizers.GeneTokenizer` (tokens
+        ``[N, 1 + L, d]``, ``<cls>`` first), a :class:`TwoStreamMessage` over scGPT's post-LN
+        blocks (no final norm; with a self-loop its message equals scGPT's ``_encode`` output), and
+        a JSON-serialisable config naming the weights (file, sha256, layout) and what is frozen.
+    """
+    ckpt = read_scgpt(path)
+    if genes is not None:
+        map_genes(list(genes), ckpt.vocab, missing=missing, vocab_name="scGPT's vocab.json")
+    tok = scgpt_tokenizer(
+        ckpt,
+        missing=missing,
+        selection=selection,
+        k=k,
+        value_encoding=value_encoding,
+        dropout=dropout,
+    )
+    message = TwoStreamMessage(
+        scgpt_blocks(ckpt), final_norm=None, source_stream=source_stream, freeze=freeze
+    )
+    if freeze == "all":
+        tok.requires_grad_(False)
+    weights = Path(path) / "best_model.pt"
+    config = {
+        "model": "scgpt",
+        "weights": {"file": str(weights), "sha256": _sha256(weights), "layout": ckpt.layout},
+        "dim": ckpt.dim,
+        "heads": ckpt.heads,
+        "num_layers": ckpt.num_layers,
+        "d_hid": int(ckpt.args["d_hid"]),
+        "vocab_size": len(ckpt.vocab),
+        "pad_value": ckpt.pad_value,
+        "value_encoding": tok.value_encoding,
+        "selection": tok.selection,
+        "k": tok.k,
+        "source_stream": source_stream,
+        "freeze": freeze,
+        "frozen_parameters": message.frozen_parameter_names(),
+        "tokenizer_frozen": freeze == "all",
+    }
+    return tok, message, config
