@@ -5,5 +5,6 @@ Each is aligned with a foundation model's own tokenizer so pretrained weights lo
 """
 
 from fimp.tokenizers.gene import GeneTokenizer
+from fimp.tokenizers.timeseries import TimeSeriesPatchTokenizer
 
-__all__ = ["GeneTokenizer"]
+__all__ = ["GeneTokenizer", "TimeSeriesPatchTokenizer"]
