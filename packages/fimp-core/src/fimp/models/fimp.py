@@ -1,0 +1,262 @@
+"""The FIMP model: tokenizer -> stacked FIMPConv layers -> node / token read-outs."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.data import Data
+
+from fimp.errors import ConfigError, ShapeError
+from fimp.models.registry import register_model
+from fimp.nn import FIMPConv, MessageCreator
+
+# tokenizer keyword -> Data attribute holding it, where the names differ
+_DATA_ALIASES = {"genes": "feature_names", "coords": "pos"}
+_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "gelu": nn.GELU,
+    "relu": nn.ReLU,
+    "silu": nn.SiLU,
+}
+
+
+def masked_mean(tokens: Tensor, token_mask: Tensor) -> Tensor:
+    """Mean over the real tokens: tokens [N, L, d], token_mask [N, L] -> [N, d] (0 if none)."""
+    w = token_mask.unsqueeze(-1).to(tokens.dtype)
+    return (tokens * w).sum(1) / w.sum(1).clamp(min=1.0)
+
+
+class FIMP(nn.Module):
+    r"""A FIMP network: node features -> token sequences -> ``num_layers`` FIMPConv -> read-outs.
+
+    Between two layers: LayerNorm over d, activation, dropout. Read-outs:
+
+    - node classification: the masked mean of the final tokens (``node_embedding`` [N, d]) -> an MLP
+      head (``Linear(d, d)``, activation, dropout, ``Linear(d, num_classes)``) -> ``logits`` [N, C];
+    - masked reconstruction: a per-token linear decoder ``Linear(d, recon_out)`` -> ``recon``
+      [N, L, recon_out] (a gene's value: ``recon_out=1``; a 20-sample time patch: 20; a 16x16x3
+      image patch: 768).
+
+    Args:
+        tokenizer: a module mapping raw node features to ``(tokens [N, L, d], token_mask [N, L])``
+            (see :mod:`fimp.tokenizers`), or ``None`` when the inputs already are tokens.
+        dim: token width d.
+        num_layers: number of FIMPConv layers.
+        heads: heads of each layer's default cross-attention.
+        message: ``None`` (FIMP-base cross-attention in each layer), or a callable
+            ``layer_index -> MessageCreator`` (e.g. a foundation model's blocks).
+        aggr, edge_chunk_size: passed to every :class:`~fimp.nn.FIMPConv`.
+        dropout: dropout between layers, in the head and on attention probabilities.
+        activation: ``"gelu"`` | ``"relu"`` | ``"silu"``.
+        num_classes: size of the classification head (``None`` = no head).
+        recon_out: output width of the per-token decoder (``None`` = no decoder).
+
+    ``forward(x, edge_index, *, token_mask=None, **tokenizer_kwargs)`` also accepts a PyG ``Data``
+    as ``x``; then ``edge_index`` defaults to ``data.edge_index`` and every tokenizer keyword found on
+    the Data (``genes`` is read from ``data.feature_names``) is passed on. It returns a dict with
+    ``tokens`` [N, L, d], ``token_mask`` [N, L], ``node_embedding`` [N, d] and, when configured,
+    ``logits`` [N, C] and ``recon`` [N, L, recon_out]; a tokenizer's extra outputs (e.g. the column
+    index of each gene token) are returned under ``token_index``.
+    """
+
+    def __init__(
+        self,
+        tokenizer: nn.Module | None,
+        *,
+        dim: int,
+        num_layers: int = 2,
+        heads: int = 4,
+        message: Callable[[int], MessageCreator] | None = None,
+        aggr: str = "mean",
+        edge_chunk_size: int | str | None = None,
+        dropout: float = 0.0,
+        activation: str = "gelu",
+        num_classes: int | None = None,
+        recon_out: int | None = None,
+    ) -> None:
+        super().__init__()
+        if num_layers < 1:
+            raise ConfigError(f"num_layers must be >= 1, got {num_layers}")
+        if activation not in _ACTIVATIONS:
+            raise ConfigError(
+                f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}"
+            )
+        self.tokenizer = tokenizer
+        self.dim = dim
+        self.convs = nn.ModuleList(
+            FIMPConv(
+                dim,
+                heads,
+                message=message(i) if message is not None else None,
+                aggr=aggr,  # type: ignore[arg-type]
+                dropout=dropout,
+                edge_chunk_size=edge_chunk_size,  # type: ignore[arg-type]
+            )
+            for i in range(num_layers)
+        )
+        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(num_layers - 1))
+        self.act = _ACTIVATIONS[activation]()
+        self.dropout = nn.Dropout(dropout)
+        self.head = (
+            nn.Sequential(
+                nn.Linear(dim, dim),
+                _ACTIVATIONS[activation](),
+                nn.Dropout(dropout),
+                nn.Linear(dim, num_classes),
+            )
+            if num_classes
+            else None
+        )
+        self.decoder = nn.Linear(dim, recon_out) if recon_out else None
+        self.num_classes = num_classes
+        self.recon_out = recon_out
+
+    def reset_parameters(self) -> None:
+        for module in self.modules():
+            if module is not self and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+
+    def _tokenizer_kwargs(self, data: Data, given: dict[str, Any]) -> dict[str, Any]:
+        if self.tokenizer is None:
+            return given
+        params = inspect.signature(self.tokenizer.forward).parameters
+        kwargs = dict(given)
+        for name in list(params)[1:]:
+            if name in kwargs:
+                continue
+            attr = name if name in data else _DATA_ALIASES.get(name)
+            if attr is not None and attr in data:
+                kwargs[name] = data[attr]
+        return kwargs
+
+    def tokenize(self, x: Any, **tokenizer_kwargs) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Raw features -> (tokens [N, L, d], token_mask [N, L], token_index or None)."""
+        if self.tokenizer is None:
+            if not isinstance(x, Tensor) or x.dim() != 3:
+                shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+                raise ShapeError(
+                    f"without a tokenizer the model takes tokens [N, L, {self.dim}], got {shape}; "
+                    "pass a tokenizer from fimp.tokenizers"
+                )
+            mask = tokenizer_kwargs.get("token_mask")
+            if mask is None:
+                mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+            return x, mask, None
+        out = self.tokenizer(x, **tokenizer_kwargs)
+        if not isinstance(out, tuple) or len(out) < 2:
+            raise ShapeError(
+                f"{type(self.tokenizer).__name__} must return (tokens, token_mask[, index]), got "
+                f"{type(out).__name__}"
+            )
+        return out[0], out[1], out[2] if len(out) > 2 else None
+
+    def forward(
+        self,
+        x: Tensor | Data,
+        edge_index: Tensor | None = None,
+        *,
+        token_mask: Tensor | None = None,
+        **tokenizer_kwargs,
+    ) -> dict[str, Tensor]:
+        if isinstance(x, Data):
+            data = x
+            edge_index = data.edge_index if edge_index is None else edge_index
+            tokenizer_kwargs = self._tokenizer_kwargs(data, tokenizer_kwargs)
+            x = data.x
+        if edge_index is None:
+            raise ShapeError(
+                "edge_index is required: pass it, or pass a torch_geometric Data with edge_index"
+            )
+        if self.tokenizer is None and token_mask is not None:
+            tokenizer_kwargs["token_mask"] = token_mask
+        tokens, mask, index = self.tokenize(x, **tokenizer_kwargs)
+        if token_mask is not None and self.tokenizer is not None:
+            mask = mask & token_mask
+        h = tokens
+        for i, conv in enumerate(self.convs):
+            h = conv(h, edge_index, token_mask=mask)
+            if i < len(self.convs) - 1:
+                h = self.dropout(self.act(self.norms[i](h)))
+        out: dict[str, Tensor] = {
+            "tokens": h,
+            "token_mask": mask,
+            "node_embedding": masked_mean(h, mask),
+        }
+        if index is not None:
+            out["token_index"] = index
+        if self.head is not None:
+            out["logits"] = self.head(out["node_embedding"])
+        if self.decoder is not None:
+            out["recon"] = self.decoder(h)
+        return out
+
+    def __repr__(self) -> str:
+        tok = type(self.tokenizer).__name__ if self.tokenizer is not None else None
+        return (
+            f"{type(self).__name__}(tokenizer={tok}, dim={self.dim}, num_layers={len(self.convs)}, "
+            f"num_classes={self.num_classes}, recon_out={self.recon_out})"
+        )
+
+
+@torch.no_grad()
+def embed(
+    model: nn.Module, data: Data | Tensor, edge_index: Tensor | None = None, **kwargs
+) -> Tensor:
+    """Node embeddings [N, d] of a (typically frozen / zero-shot) model, in eval mode, without grad.
+
+    ``model`` is a :class:`FIMP` (or any module returning a dict with ``node_embedding``). The model's
+    training mode is restored afterwards.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        out = model(data, edge_index, **kwargs)
+    finally:
+        model.train(was_training)
+    if not isinstance(out, dict) or "node_embedding" not in out:
+        raise ConfigError(f"{type(model).__name__} does not return a dict with 'node_embedding'")
+    return out["node_embedding"]
+
+
+_TOKENIZERS = {
+    "gene": "GeneTokenizer",
+    "timeseries": "TimeSeriesPatchTokenizer",
+    "image": "ImagePatchTokenizer",
+}
+
+
+def build_tokenizer(kind: str, dim: int, **kwargs) -> nn.Module:
+    """A tokenizer of :mod:`fimp.tokenizers` by short name (``gene``, ``timeseries``, ``image``)."""
+    import fimp.tokenizers as tokenizers
+
+    if kind not in _TOKENIZERS:
+        raise ConfigError(
+            f"unknown tokenizer {kind!r}; choose one of {sorted(_TOKENIZERS)} or pass a module"
+        )
+    return getattr(tokenizers, _TOKENIZERS[kind])(dim=dim, **kwargs)
+
+
+@register_model
+def fimp_base(
+    *,
+    tokenizer: nn.Module | str | None = None,
+    tokenizer_kwargs: dict[str, Any] | None = None,
+    dim: int = 64,
+    num_layers: int = 2,
+    heads: int = 4,
+    **kwargs: Any,
+) -> FIMP:
+    """FIMP-base: cross-attention message creators learned from scratch.
+
+    ``tokenizer`` is a tokenizer module, a short name (``"gene"``, ``"timeseries"``, ``"image"``,
+    built with ``dim`` and ``tokenizer_kwargs``) or ``None`` (inputs are tokens). Other keyword
+    arguments go to :class:`FIMP` (``num_classes``, ``recon_out``, ``aggr``, ``dropout``, ...).
+    """
+    if isinstance(tokenizer, str):
+        tokenizer = build_tokenizer(tokenizer, dim, **(tokenizer_kwargs or {}))
+    elif tokenizer_kwargs:
+        raise ConfigError("tokenizer_kwargs only applies when tokenizer is given by name")
+    return FIMP(tokenizer, dim=dim, num_layers=num_layers, heads=heads, **kwargs)
