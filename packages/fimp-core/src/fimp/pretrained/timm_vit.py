@@ -1,0 +1,296 @@
+"""timm Vision Transformers as FIMP message creators (FIMP-ViT).
+
+``load_timm_vit`` turns any timm ``VisionTransformer`` made of standard pre-LN ``Block`` s into
+
+- an :class:`~fimp.tokenizers.ImagePatchTokenizer` carrying the model's ``patch_embed.proj``,
+  ``pos_embed`` and ``cls_token`` (a node = one image; its tokens = ``[cls] + patches`` with the
+  position embedding added, exactly the sequence timm feeds to its first block), and
+- a :class:`~fimp.pretrained.two_stream.TwoStreamMessage` whose blocks use the model's attention
+  (the fused ``qkv`` split into Q and K/V), q/k norms (``qk_norm``), layer scale (``ls1``/``ls2``),
+  MLP and norms, with the model's final ``norm`` applied to the message.
+
+Class token: kept as token 0 of every node. In cross mode the target's class token is a query like
+every patch token (it is "this image's summary, contextualised by the neighbour's tokens"), and the
+source's class token is one of the keys. A self-loop therefore reproduces
+``model.forward_features(img)`` row for row, class token included.
+
+Network access happens only for an explicit ``hf-hub:`` model name (needs the ``[hub]`` extra).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fimp.errors import CheckpointError, ConfigError
+from fimp.pretrained.two_stream import (
+    Freeze,
+    PretrainedComponents,
+    SourceStream,
+    TransformerBlock,
+    TwoStreamMessage,
+    copy_module,
+)
+
+
+def _require_timm():
+    try:
+        import timm
+    except ImportError as err:  # pragma: no cover - exercised only without timm
+        raise ConfigError("load_timm_vit needs timm: pip install 'fimp-core[timm]'") from err
+    return timm
+
+
+def _none_if_identity(m: nn.Module | None) -> nn.Module | None:
+    return None if m is None or isinstance(m, nn.Identity) else m
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a checkpoint file safely: ``.safetensors`` with safetensors, anything else with
+    ``torch.load(weights_only=True)``. A ``{"state_dict": ...}`` / ``{"model": ...}`` wrapper is
+    unwrapped."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"checkpoint file {path} does not exist; pass the path of a weight file"
+        )
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError as err:  # pragma: no cover
+            raise ConfigError(
+                "reading .safetensors needs safetensors: pip install 'fimp-core[safetensors]'"
+            ) from err
+        return load_file(str(path))
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(
+            f"cannot read {path} with torch.load(weights_only=True): {err}; convert it to "
+            "safetensors or a plain tensor state dict"
+        ) from err
+    for key in ("state_dict", "model"):
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
+            sd = sd[key]
+    if not isinstance(sd, dict):
+        raise CheckpointError(f"{path} does not hold a state dict (got {type(sd).__name__})")
+    return sd
+
+
+def timm_block_to_transformer_block(block: nn.Module) -> TransformerBlock:
+    """Wrap one timm ViT ``Block`` (pre-LN) as a :class:`TransformerBlock` (copies qkv, shares
+    the other modules with ``block``)."""
+    timm = _require_timm()
+    vt = timm.models.vision_transformer
+    from timm.layers import Attention
+
+    if type(block) is not vt.Block:
+        raise ConfigError(
+            f"unsupported timm block type {type(block).__name__}: load_timm_vit supports the "
+            "standard pre-LN timm Block (vit_*, deit_*, dinov2, qk_norm / layer-scale variants)"
+        )
+    attn = block.attn
+    if type(attn) is not Attention:
+        raise ConfigError(f"unsupported timm attention {type(attn).__name__}; only timm Attention")
+    if getattr(attn, "gate", None) is not None:
+        raise ConfigError("gated timm attention is not supported by the two-stream adapter")
+    dim = attn.qkv.in_features
+    return TransformerBlock.from_fused_qkv(
+        dim,
+        attn.num_heads,
+        qkv=attn.qkv,
+        out_proj=attn.proj,
+        norm1=block.norm1,
+        norm2=block.norm2,
+        mlp=block.mlp,
+        norm_first=True,
+        ls1=_none_if_identity(block.ls1),
+        ls2=_none_if_identity(block.ls2),
+        q_norm=_none_if_identity(attn.q_norm),
+        k_norm=_none_if_identity(attn.k_norm),
+        context_norm=_none_if_identity(getattr(attn, "norm", None)),
+        scale=float(attn.scale),
+    )
+
+
+def _image_tokenizer(model: nn.Module) -> nn.Module:
+    from fimp.tokenizers import ImagePatchTokenizer
+
+    pe = model.patch_embed
+    tok = ImagePatchTokenizer(
+        model.embed_dim,
+        patch_size=tuple(pe.patch_size),
+        img_size=tuple(pe.img_size),
+        in_chans=pe.proj.in_channels,
+        cls_token=model.cls_token is not None,
+    )
+    sd = {"patch_embed.proj.weight": pe.proj.weight, "pos_embed": model.pos_embed}
+    if pe.proj.bias is not None:
+        sd["patch_embed.proj.bias"] = pe.proj.bias
+    if model.cls_token is not None:
+        sd["cls_token"] = model.cls_token
+    missing, unexpected = tok.load_state_dict({k: v.detach() for k, v in sd.items()}, strict=False)
+    wanted = {k for k in tok.state_dict() if k in sd}
+    if unexpected or wanted != set(sd):
+        raise ConfigError(
+            f"ImagePatchTokenizer does not take the timm embedding tensors (missing {missing}, "
+            f"unexpected {unexpected})"
+        )
+    return tok
+
+
+def _check_supported(model: nn.Module) -> None:
+    timm = _require_timm()
+    if not isinstance(model, timm.models.vision_transformer.VisionTransformer):
+        raise ConfigError(
+            f"load_timm_vit needs a timm VisionTransformer, got {type(model).__name__}"
+        )
+    if getattr(model, "reg_token", None) is not None:
+        raise ConfigError("timm ViTs with register tokens are not supported yet (reg_token)")
+    if getattr(model, "no_embed_class", False):
+        raise ConfigError("timm ViTs with no_embed_class=True (deit3) are not supported yet")
+    if getattr(model, "dynamic_img_size", False):
+        raise ConfigError(
+            "dynamic_img_size=True is not supported: create the model at the image size you use "
+            "(img_size=...), timm then resamples the position embedding once"
+        )
+    if getattr(model, "pos_embed", None) is None:
+        raise ConfigError("timm ViTs without an absolute position embedding are not supported")
+    if not isinstance(getattr(model, "norm_pre", nn.Identity()), nn.Identity):
+        raise ConfigError("timm ViTs with a pre-norm (norm_pre, e.g. CLIP) are not supported yet")
+
+
+def _from_directory(path: Path, **model_kwargs: Any) -> tuple[nn.Module, str]:
+    """timm's hub layout: ``config.json`` (``architecture``, ``model_args``) + weights."""
+    timm = _require_timm()
+    cfg_path = path / "config.json"
+    if not cfg_path.is_file():
+        raise CheckpointError(
+            f"{path} has no config.json; a timm model directory holds config.json (with "
+            "'architecture') and model.safetensors or pytorch_model.bin"
+        )
+    cfg = json.loads(cfg_path.read_text())
+    arch = cfg.get("architecture")
+    if not isinstance(arch, str):
+        raise CheckpointError(f"{cfg_path} has no 'architecture' entry naming the timm model")
+    weights = next(
+        (path / f for f in ("model.safetensors", "pytorch_model.bin") if (path / f).is_file()), None
+    )
+    if weights is None:
+        raise CheckpointError(f"{path} holds neither model.safetensors nor pytorch_model.bin")
+    kwargs = {"num_classes": cfg.get("num_classes", 0), **cfg.get("model_args", {}), **model_kwargs}
+    model = timm.create_model(arch, pretrained=False, **kwargs)
+    _load_weights(model, read_state_dict(weights))
+    return model, str(weights)
+
+
+def _load_weights(model: nn.Module, sd: dict[str, torch.Tensor]) -> None:
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
+    sd = checkpoint_filter_fn(sd, model)  # resamples pos_embed to the model's grid if needed
+    sd = {k: v for k, v in sd.items() if not k.startswith("head.") or hasattr(model.head, "weight")}
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    missing = [k for k in missing if not k.startswith("head.")]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"checkpoint does not match the timm model: missing {missing[:8]}, unexpected "
+            f"{unexpected[:8]}; check the model name and its options (img_size, qk_norm, ...)"
+        )
+
+
+def load_timm_vit(
+    model_or_name_or_path: nn.Module | str | Path,
+    *,
+    checkpoint: str | Path | None = None,
+    source_stream: SourceStream = "self",
+    freeze: Freeze = "all",
+    attention_layer: int = -1,
+    **model_kwargs: Any,
+) -> PretrainedComponents:
+    """Build FIMP-ViT components from a timm VisionTransformer.
+
+    Args:
+        model_or_name_or_path: one of
+            - a timm ``VisionTransformer`` instance (deep-copied; the original is untouched);
+            - a timm model name plus ``checkpoint`` (a local ``.safetensors`` / ``.pth`` state dict,
+              read safely); ``model_kwargs`` go to ``timm.create_model`` (e.g. ``img_size=224``:
+              the position embedding is resampled once);
+            - a local directory in timm's hub layout (``config.json`` + ``model.safetensors``);
+            - ``"hf-hub:<repo>"``: downloads with timm (network; needs the ``[hub]`` extra).
+        checkpoint: weight file for a model name.
+        source_stream, freeze, attention_layer: see :class:`TwoStreamMessage`. ``freeze="all"``
+            also freezes the tokenizer.
+
+    Returns:
+        ``PretrainedComponents(tokenizer, message, config)``: tokenizer ``images [N, C, H, W] ->
+        (tokens [N, 1 + P, d], mask [N, 1 + P])``; message creator; config dict (architecture,
+        dims, source).
+    """
+    timm = _require_timm()
+    source = "instance"
+    if isinstance(model_or_name_or_path, nn.Module):
+        if checkpoint is not None or model_kwargs:
+            raise ConfigError("pass checkpoint / model options only with a model name, not a model")
+        model = copy_module(model_or_name_or_path)
+        arch = getattr(model, "default_cfg", {}).get("architecture", type(model).__name__)
+    elif isinstance(model_or_name_or_path, (str, Path)):
+        spec = str(model_or_name_or_path)
+        if Path(spec).is_dir():
+            model, source = _from_directory(Path(spec), **model_kwargs)
+            arch = json.loads((Path(spec) / "config.json").read_text())["architecture"]
+        elif spec.startswith("hf-hub:"):
+            if checkpoint is not None:
+                raise ConfigError("pass either an hf-hub: name or a local checkpoint, not both")
+            model = timm.create_model(spec, pretrained=True, num_classes=0, **model_kwargs)
+            arch, source = spec, spec
+        else:
+            if checkpoint is None:
+                raise ConfigError(
+                    f"{spec!r} is a model name without weights: pass checkpoint=<local weight "
+                    "file>, a timm model directory, or an explicit 'hf-hub:<repo>' name (network)"
+                )
+            model_kwargs.setdefault("num_classes", 0)
+            model = timm.create_model(spec, pretrained=False, **model_kwargs)
+            _load_weights(model, read_state_dict(checkpoint))
+            arch, source = spec, str(checkpoint)
+        model = model.eval()
+    else:
+        raise ConfigError(
+            f"model_or_name_or_path must be a timm model, a name or a path, got "
+            f"{type(model_or_name_or_path).__name__}"
+        )
+    _check_supported(model)
+    blocks = [timm_block_to_transformer_block(b) for b in model.blocks]
+    message = TwoStreamMessage(
+        blocks,
+        final_norm=_none_if_identity(model.norm),
+        source_stream=source_stream,
+        freeze=freeze,
+        attention_layer=attention_layer,
+    )
+    tokenizer = _image_tokenizer(model)
+    if freeze == "all":
+        tokenizer.requires_grad_(False)
+    first = blocks[0]
+    config = {
+        "family": "timm_vit",
+        "architecture": arch,
+        "source": source,
+        "dim": message.dim,
+        "heads": message.heads,
+        "num_layers": len(blocks),
+        "patch_size": list(model.patch_embed.patch_size),
+        "img_size": list(model.patch_embed.img_size),
+        "num_prefix_tokens": int(model.num_prefix_tokens),
+        "cls_token": "kept as token 0 of every node",
+        "qk_norm": first.q_norm is not None,
+        "layer_scale": first.ls1 is not None,
+        "final_norm": message.final_norm is not None,
+        "source_stream": source_stream,
+        "freeze": freeze,
+    }
+    return PretrainedComponents(tokenizer, message, config)
