@@ -1,0 +1,374 @@
+"""BrainLM (Caro et al. 2024, github.com/vandijklab/BrainLM) as a FIMP tokenizer + message creator.
+
+Reads the legacy ``BrainLMForPretraining`` checkpoint (``brainlm_mae/modeling_brainlm.py``; e.g. the
+repo's ``pretrained_models/2023-06-06-22_15_00-checkpoint-1400/`` and HF ``vandijklab/brainlm``
+``old_13M``): a Hugging Face directory with ``config.json`` (``model_type "brainlm_mae"``) and
+``pytorch_model.bin`` (read with ``torch.load(weights_only=True)``) or ``model.safetensors``.
+
+Embedding keys (``vit.embeddings.``): ``signal_embedding_projection`` (Linear(P -> d), P =
+``timepoint_patching_size``), ``xyz_embedding_projection`` (Linear(3 -> d) of the region's raw A424
+X, Y, Z in mm), ``pos_embedding.pe`` ([5000, d] sinusoid added per time patch), ``cls_token``.
+Encoder layer ``i`` (``vit.encoder.layer.{i}.``) is Hugging Face's ``NystromformerLayer``:
+``attention.self.{query,key,value}``, ``attention.self.conv.weight`` [H, 1, K, 1],
+``attention.output.dense`` / ``LayerNorm``, ``intermediate.dense``, ``output.dense`` /
+``LayerNorm``; post-LN with exact-erf GELU; a final ``vit.layernorm`` follows the last layer.
+Because ``num_landmarks == segment_means_seq_len`` (both 64 in every released config) the layer
+runs its *exact* branch, ``softmax((q / d_h^¼)(k / d_h^¼)ᵀ) v``, and then adds a depthwise
+convolution over the token axis of the value heads,
+``Conv2d(H, H, (K, 1), padding=(K // 2, 0), groups=H, bias=False)(v)``.
+
+Change of context (state it when reporting results). Upstream runs *all* regions' patches as one
+sequence (region-major, ``<cls>`` first), so its attention and its convolution (±K//2 tokens in
+flattened order) mix regions. In FIMP a node is one region: its tokens are that region's time
+patches (signal projection + xyz projection + time encoding, as upstream), and
+
+- the source stream is BrainLM run on that region's own patch sequence (the convolution then sees
+  only the region's own patches, zero-padded at both ends), and
+- in cross mode target patch t attends to the source region's patches with the pretrained W_Q /
+  W_K / W_V and receives the convolution of the *source* value stream at patch t (the conv is a
+  value-stream term; every region has the same number of patches, so positions align).
+
+The self-loop identity therefore holds against BrainLM run on one region's token sequence, not
+against a slice of the whole-brain forward pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from fimp.errors import CheckpointError, ConfigError
+from fimp.pretrained.two_stream import FeedForward, TransformerBlock, TwoStreamMessage
+
+__all__ = [
+    "BrainLMCheckpoint",
+    "DepthwiseTokenConv",
+    "brainlm_blocks",
+    "read_brainlm",
+]
+
+_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
+_ACTIVATIONS["relu"] = "relu"
+
+
+@dataclass(frozen=True)
+class BrainLMCheckpoint:
+    """A parsed legacy BrainLM checkpoint directory.
+
+    Attributes:
+        config: the ``config.json`` dict.
+        state: the encoder-side state dict with the ``vit.`` prefix removed (``embeddings.*``,
+            ``encoder.layer.{i}.*``, ``layernorm.*``), float32.
+        weights_file: the file the tensors came from.
+    """
+
+    config: dict[str, Any]
+    state: dict[str, Tensor] = field(repr=False)
+    weights_file: Path
+
+    @property
+    def dim(self) -> int:
+        return int(self.config["hidden_size"])
+
+    @property
+    def heads(self) -> int:
+        return int(self.config["num_attention_heads"])
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.config["num_hidden_layers"])
+
+    @property
+    def patch_size(self) -> int:
+        """Time points per token (``timepoint_patching_size``, 20 upstream)."""
+        return int(self.config["timepoint_patching_size"])
+
+    @property
+    def eps(self) -> float:
+        return float(self.config.get("layer_norm_eps", 1e-12))
+
+
+class DepthwiseTokenConv(nn.Module):
+    """BrainLM's (Nystromformer's) value-stream convolution as a two-stream ``value_term``.
+
+    ``conv``: ``Conv2d(H, H, (K, 1), padding=(K // 2, 0), groups=H, bias=False)``; it slides along
+    the token axis of the value heads ``v [B, H, L, d_h]`` (same kernel for every channel of a head).
+    Padded value rows are zeroed first, which is what the convolution sees past the sequence ends.
+
+    ``forward(v [B, H, L, d_h], key_mask bool [B, L]) -> [B, H, L, d_h]``.
+    """
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        if (
+            not isinstance(conv, nn.Conv2d)
+            or conv.groups != conv.in_channels
+            or conv.kernel_size[1] != 1
+            or conv.padding != (conv.kernel_size[0] // 2, 0)
+        ):
+            raise ConfigError(
+                "conv must be Conv2d(H, H, (K, 1), padding=(K // 2, 0), groups=H) as in "
+                f"Nystromformer, got {conv!r}"
+            )
+        self.conv = conv
+
+    def forward(self, v: Tensor, key_mask: Tensor) -> Tensor:
+        v = v * key_mask[:, None, :, None].to(v.dtype)
+        return self.conv(v)
+
+
+def _read_config(root: Path) -> dict[str, Any]:
+    path = root / "config.json"
+    if not path.is_file():
+        raise CheckpointError(
+            f"{path} is missing; a BrainLM checkpoint directory holds config.json"
+        )
+    try:
+        cfg = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{path} must be a JSON object")
+    kind = cfg.get("model_type")
+    if kind == "vit_mae":
+        raise ConfigError(
+            f"{path} is a ViT-MAE BrainLM (vitmae_111M / vitmae_650M: stock HF ViT-MAE over the "
+            "recording as an image); load_brainlm reads the legacy Nystromformer model "
+            "(model_type 'brainlm_mae'). Load ViT-MAE weights with a ViT adapter instead."
+        )
+    if kind != "brainlm_mae":
+        raise CheckpointError(f"{path}: model_type is {kind!r}, expected 'brainlm_mae'")
+    need = (
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "intermediate_size",
+        "timepoint_patching_size",
+    )
+    missing = [k for k in need if k not in cfg]
+    if missing:
+        raise CheckpointError(f"{path} lacks {missing}")
+    if cfg.get("num_landmarks") != cfg.get("segment_means_seq_len"):
+        raise ConfigError(
+            f"num_landmarks={cfg.get('num_landmarks')} != segment_means_seq_len="
+            f"{cfg.get('segment_means_seq_len')}: upstream would run the Nystrom landmark branch, "
+            "which reshapes by the constant segment_means_seq_len and fails for real sequence "
+            "lengths. Only the exact branch (the two equal, as in every released config) is "
+            "supported."
+        )
+    act = cfg.get("hidden_act", "gelu")
+    if act not in _ACTIVATIONS:
+        raise ConfigError(
+            f"hidden_act={act!r} is not supported (use one of {sorted(_ACTIVATIONS)})"
+        )
+    return cfg
+
+
+def _load_weights(root: Path) -> tuple[dict[str, Tensor], Path]:
+    bin_file, st_file = root / "pytorch_model.bin", root / "model.safetensors"
+    if bin_file.is_file():
+        try:
+            raw = torch.load(bin_file, map_location="cpu", weights_only=True)
+        except Exception as exc:  # foreign pickles are refused by weights_only
+            raise CheckpointError(
+                f"{bin_file} could not be read with torch.load(weights_only=True): {exc}"
+            ) from exc
+        path = bin_file
+    elif st_file.is_file():
+        try:
+            from safetensors.torch import load_file
+        except ImportError as exc:  # pragma: no cover - optional dependency
+            raise CheckpointError(
+                f"{st_file} needs the safetensors package: pip install 'fimp-core[safetensors]'"
+            ) from exc
+        raw = load_file(str(st_file))
+        path = st_file
+    else:
+        raise CheckpointError(
+            f"{root} holds neither pytorch_model.bin nor model.safetensors (a BrainLM HF checkpoint)"
+        )
+    if not isinstance(raw, Mapping) or not all(isinstance(v, Tensor) for v in raw.values()):
+        raise CheckpointError(f"{path} must hold a state dict (mapping name -> tensor)")
+    return dict(raw), path
+
+
+def _strip(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    if any(k.startswith("vit.") for k in state):  # BrainLMForPretraining
+        state = {k[4:]: v for k, v in state.items() if k.startswith("vit.")}
+    # else: a bare BrainLMModel state dict
+    return {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
+
+
+def read_brainlm(path: str | os.PathLike[str]) -> BrainLMCheckpoint:
+    """Read a legacy BrainLM checkpoint directory (``config.json`` + ``pytorch_model.bin``).
+
+    Raises:
+        CheckpointError: files missing or malformed, tensors missing or of the wrong shape.
+        ConfigError: a variant this loader does not implement (ViT-MAE BrainLM, the Nystrom
+            landmark branch, an unknown activation).
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise CheckpointError(f"BrainLM checkpoint directory {root} does not exist")
+    cfg = _read_config(root)
+    raw, weights = _load_weights(root)
+    ckpt = BrainLMCheckpoint(config=cfg, state=_strip(raw), weights_file=weights)
+    _check_shapes(ckpt)
+    return ckpt
+
+
+def _check_shapes(ckpt: BrainLMCheckpoint) -> None:
+    d, h, ff, p = ckpt.dim, ckpt.heads, int(ckpt.config["intermediate_size"]), ckpt.patch_size
+    if d % h:
+        raise CheckpointError(f"hidden_size {d} is not divisible by num_attention_heads {h}")
+    expected: dict[str, tuple[int, ...] | None] = {
+        "embeddings.signal_embedding_projection.weight": (d, p),
+        "embeddings.signal_embedding_projection.bias": (d,),
+        "embeddings.xyz_embedding_projection.weight": (d, 3),
+        "embeddings.xyz_embedding_projection.bias": (d,),
+        "embeddings.cls_token": (1, 1, d),
+        "embeddings.pos_embedding.pe": None,
+        "layernorm.weight": (d,),
+        "layernorm.bias": (d,),
+    }
+    k = ckpt.config.get("conv_kernel_size")
+    for i in range(ckpt.num_layers):
+        pre = f"encoder.layer.{i}."
+        for name in ("query", "key", "value"):
+            expected[pre + f"attention.self.{name}.weight"] = (d, d)
+            expected[pre + f"attention.self.{name}.bias"] = (d,)
+        if k is not None:
+            expected[pre + "attention.self.conv.weight"] = (h, 1, int(k), 1)
+        expected.update(
+            {
+                pre + "attention.output.dense.weight": (d, d),
+                pre + "attention.output.dense.bias": (d,),
+                pre + "attention.output.LayerNorm.weight": (d,),
+                pre + "attention.output.LayerNorm.bias": (d,),
+                pre + "intermediate.dense.weight": (ff, d),
+                pre + "intermediate.dense.bias": (ff,),
+                pre + "output.dense.weight": (d, ff),
+                pre + "output.dense.bias": (d,),
+                pre + "output.LayerNorm.weight": (d,),
+                pre + "output.LayerNorm.bias": (d,),
+            }
+        )
+    absent = [key for key in expected if key not in ckpt.state]
+    if absent:
+        raise CheckpointError(
+            f"{ckpt.weights_file} lacks {len(absent)} BrainLM tensors, e.g. "
+            f"{['vit.' + a for a in absent[:5]]} (num_hidden_layers={ckpt.num_layers})"
+        )
+    for key, shape in expected.items():
+        got = tuple(ckpt.state[key].shape)
+        if shape is not None and got != shape:
+            raise CheckpointError(
+                f"{ckpt.weights_file}: vit.{key} has shape {got}, expected {shape}"
+            )
+    pe = ckpt.state["embeddings.pos_embedding.pe"]
+    if pe.dim() != 2 or pe.shape[1] != d:
+        raise CheckpointError(
+            f"vit.embeddings.pos_embedding.pe must be [max_len, {d}], got {pe.shape}"
+        )
+    if f"encoder.layer.{ckpt.num_layers}.output.dense.weight" in ckpt.state:
+        raise CheckpointError(
+            f"the weights hold more layers than num_hidden_layers={ckpt.num_layers}"
+        )
+
+
+def _linear(state: Mapping[str, Tensor], prefix: str) -> nn.Linear:
+    w = state[prefix + ".weight"]
+    b = state.get(prefix + ".bias")
+    lin = nn.Linear(w.shape[1], w.shape[0], bias=b is not None)
+    with torch.no_grad():
+        lin.weight.copy_(w)
+        if b is not None:
+            lin.bias.copy_(b)
+    return lin
+
+
+def _layer_norm(state: Mapping[str, Tensor], prefix: str, eps: float) -> nn.LayerNorm:
+    w = state[prefix + ".weight"]
+    ln = nn.LayerNorm(w.shape[0], eps=eps)
+    with torch.no_grad():
+        ln.weight.copy_(w)
+        ln.bias.copy_(state[prefix + ".bias"])
+    return ln
+
+
+def brainlm_blocks(ckpt: BrainLMCheckpoint) -> tuple[list[TransformerBlock], nn.LayerNorm]:
+    """BrainLM's encoder layers as post-LN two-stream blocks, plus its final ``vit.layernorm``.
+
+    Each ``NystromformerLayer`` maps to ``norm1 = attention.output.LayerNorm``,
+    ``norm2 = output.LayerNorm``, ``mlp = output.dense(gelu(intermediate.dense(x)))``, the
+    attention ``query/key/value`` + ``attention.output.dense``, and the depthwise convolution
+    ``attention.self.conv`` as a :class:`DepthwiseTokenConv` value term (source stream).
+    """
+    s, eps = ckpt.state, ckpt.eps
+    act = _ACTIVATIONS[ckpt.config.get("hidden_act", "gelu")]
+    k = ckpt.config.get("conv_kernel_size")
+    blocks = []
+    for i in range(ckpt.num_layers):
+        pre = f"encoder.layer.{i}."
+        value_term = None
+        if k is not None:
+            conv = nn.Conv2d(
+                ckpt.heads,
+                ckpt.heads,
+                kernel_size=(int(k), 1),
+                padding=(int(k) // 2, 0),
+                bias=False,
+                groups=ckpt.heads,
+            )
+            with torch.no_grad():
+                conv.weight.copy_(s[pre + "attention.self.conv.weight"])
+            value_term = DepthwiseTokenConv(conv)
+        blocks.append(
+            TransformerBlock(
+                ckpt.dim,
+                ckpt.heads,
+                q_proj=_linear(s, pre + "attention.self.query"),
+                k_proj=_linear(s, pre + "attention.self.key"),
+                v_proj=_linear(s, pre + "attention.self.value"),
+                out_proj=_linear(s, pre + "attention.output.dense"),
+                norm1=_layer_norm(s, pre + "attention.output.LayerNorm", eps),
+                norm2=_layer_norm(s, pre + "output.LayerNorm", eps),
+                mlp=FeedForward(
+                    _linear(s, pre + "intermediate.dense"),
+                    _linear(s, pre + "output.dense"),
+                    activation=act,
+                ),
+                norm_first=False,
+                value_term=value_term,
+            )
+        )
+    return blocks, _layer_norm(s, "layernorm", eps)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def brainlm_message(
+    ckpt: BrainLMCheckpoint,
+    *,
+    source_stream: Literal["self", "fixed"] = "self",
+    freeze: Literal["all", "attention", "none"] = "all",
+) -> TwoStreamMessage:
+    """BrainLM's encoder as a :class:`TwoStreamMessage` (final norm = ``vit.layernorm``)."""
+    blocks, final_norm = brainlm_blocks(ckpt)
+    return TwoStreamMessage(
+        blocks, final_norm=final_norm, source_stream=source_stream, freeze=freeze
+    )
