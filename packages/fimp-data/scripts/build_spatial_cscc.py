@@ -9,8 +9,10 @@ Gene panel (numpy only, no scanpy): the 2,000 most highly variable genes by the 
 normalised dispersion computed on the shipped (normalised, not log) values. For each gene with
 non-zero expression in at least 10 spots: mean m and variance v (ddof=1) over spots, dispersion
 log(v / m); genes are binned into 20 equal-width bins of log1p(m) and the log-dispersion is
-z-scored within its bin (a bin with one gene or no spread gets z = 0). The top 2,000 by z (ties broken by the original gene order) are kept, stored in
-decreasing z order, so ``X[:, :k]`` is the top-k panel. Values are kept as float32, unchanged.
+z-scored within its bin (a bin with one gene or no spread gets z = 0; bin i holds
+lo + i * w <= log1p(m) < lo + (i + 1) * w, w = (hi - lo) / 20). The top 2,000 by z (z rounded to
+9 decimals, ties broken by the original gene order) are kept, stored in decreasing z order, so
+``X[:, :k]`` is the top-k panel. Values are kept as float32, unchanged.
 
 Usage::
 
@@ -52,8 +54,9 @@ def hvg_order(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     log_disp = np.full(x.shape[1], -np.inf)
     log_disp[ok] = np.log(var[ok] / mean[ok])
     log_mean = np.log1p(mean)
-    edges = np.linspace(log_mean[ok].min(), log_mean[ok].max(), N_BINS + 1)
-    bins = np.clip(np.searchsorted(edges, log_mean, side="right") - 1, 0, N_BINS - 1)
+    lo, hi = log_mean[ok].min(), log_mean[ok].max()
+    width = (hi - lo) / N_BINS
+    bins = np.clip(np.floor((log_mean - lo) / width), 0, N_BINS - 1).astype(np.int64)
     z = np.full(x.shape[1], -np.inf)
     for b in range(N_BINS):
         members = ok & (bins == b)
@@ -62,7 +65,7 @@ def hvg_order(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         d = log_disp[members]
         sd = d.std(ddof=1) if members.sum() > 1 else 0.0
         z[members] = (d - d.mean()) / sd if sd > 0 else 0.0
-    order = np.lexsort((np.arange(x.shape[1]), -z))[:N_TOP_GENES]
+    order = np.lexsort((np.arange(x.shape[1]), -np.round(z, 9)))[:N_TOP_GENES]
     if not np.isfinite(z[order]).all():
         raise SystemExit(f"fewer than {N_TOP_GENES} genes pass the expression filter")
     return order, z[order]
