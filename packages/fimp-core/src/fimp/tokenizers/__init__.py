@@ -5,6 +5,7 @@ Each is aligned with a foundation model's own tokenizer so pretrained weights lo
 """
 
 from fimp.tokenizers.gene import GeneTokenizer
+from fimp.tokenizers.image import ImagePatchTokenizer
 from fimp.tokenizers.timeseries import TimeSeriesPatchTokenizer
 
-__all__ = ["GeneTokenizer", "TimeSeriesPatchTokenizer"]
+__all__ = ["GeneTokenizer", "ImagePatchTokenizer", "TimeSeriesPatchTokenizer"]
