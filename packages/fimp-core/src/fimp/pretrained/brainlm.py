@@ -46,12 +46,23 @@ import torch
 from torch import Tensor, nn
 
 from fimp.errors import CheckpointError, ConfigError
-from fimp.pretrained.two_stream import FeedForward, TransformerBlock, TwoStreamMessage
+from fimp.models import FIMP, register_model
+from fimp.pretrained.two_stream import (
+    FeedForward,
+    PretrainedComponents,
+    TransformerBlock,
+    TwoStreamMessage,
+)
+from fimp.tokenizers.timeseries import TimeSeriesPatchTokenizer
 
 __all__ = [
     "BrainLMCheckpoint",
     "DepthwiseTokenConv",
     "brainlm_blocks",
+    "brainlm_message",
+    "brainlm_tokenizer",
+    "fimp_brainlm",
+    "load_brainlm",
     "read_brainlm",
 ]
 
@@ -372,3 +383,114 @@ def brainlm_message(
     return TwoStreamMessage(
         blocks, final_norm=final_norm, source_stream=source_stream, freeze=freeze
     )
+
+
+def brainlm_tokenizer(
+    ckpt: BrainLMCheckpoint, *, max_patches: int | None = None
+) -> TimeSeriesPatchTokenizer:
+    """BrainLM's embedding layer as a :class:`~fimp.tokenizers.TimeSeriesPatchTokenizer`.
+
+    ``signal_embedding_projection``, ``xyz_embedding_projection`` and the time encoding ``pe``
+    (copied from ``vit.embeddings.pos_embedding.pe``, first ``max_patches`` rows; default all) are
+    upstream's tensors. A region's tokens are its ``T / P`` patches, no ``<cls>`` token. The mask
+    token (signal term of a patch hidden for reconstruction) starts as the projection of a flat
+    all-zero patch (the median of robust-scaled BOLD), i.e. ``signal_embedding_projection.bias``;
+    upstream removes masked patches from the encoder input (MAE), which a fixed-length FIMP node
+    cannot do.
+    """
+    s = ckpt.state
+    pe = s["embeddings.pos_embedding.pe"]
+    rows = int(pe.shape[0]) if max_patches is None else int(max_patches)
+    if not 1 <= rows <= pe.shape[0]:
+        raise ConfigError(f"max_patches must be in [1, {pe.shape[0]}], got {max_patches}")
+    tok = TimeSeriesPatchTokenizer(
+        ckpt.dim,
+        patch_size=ckpt.patch_size,
+        coord_dim=3,
+        max_patches=rows,
+        time_encoding="sinusoidal",
+    )
+    with torch.no_grad():
+        for name in ("signal_embedding_projection", "xyz_embedding_projection"):
+            lin = getattr(tok, name)
+            lin.weight.copy_(s[f"embeddings.{name}.weight"])
+            lin.bias.copy_(s[f"embeddings.{name}.bias"])
+        tok.pos_embedding.pe.copy_(pe[:rows])
+        tok.mask_token.copy_(s["embeddings.signal_embedding_projection.bias"])
+    return tok
+
+
+def load_brainlm(
+    path: str | os.PathLike[str],
+    *,
+    max_patches: int | None = None,
+    source_stream: Literal["self", "fixed"] = "self",
+    freeze: Literal["all", "attention", "none"] = "all",
+) -> PretrainedComponents:
+    """Load a legacy BrainLM checkpoint as FIMP's tokenizer + two-stream message creator.
+
+    Args:
+        path: the checkpoint directory (``config.json`` + ``pytorch_model.bin`` or
+            ``model.safetensors``; the HF Trainer's other files are ignored).
+        max_patches: rows of the time encoding kept in the tokenizer (default all, 5000 upstream).
+        source_stream, freeze: see :class:`~fimp.pretrained.two_stream.TwoStreamMessage`;
+            ``freeze="all"`` also freezes the tokenizer.
+
+    Returns:
+        ``PretrainedComponents(tokenizer, message, config)``: tokenizer ``(signal [N, T], coords
+        [N, 3]) -> (tokens [N, T / P, d], token_mask)``; the message creator over BrainLM's
+        Nystromformer layers (exact attention + value-stream depthwise convolution, post-LN, final
+        ``vit.layernorm``), whose self-loop message equals BrainLM run on that region's own patch
+        sequence (see the module docs for this change of context); and a JSON-serialisable config.
+    """
+    ckpt = read_brainlm(path)
+    tok = brainlm_tokenizer(ckpt, max_patches=max_patches)
+    message = brainlm_message(ckpt, source_stream=source_stream, freeze=freeze)
+    if freeze == "all":
+        tok.requires_grad_(False)
+    config = {
+        "family": "brainlm",
+        "architecture": "BrainLMForPretraining (Nystromformer encoder, exact branch)",
+        "weights": {"file": str(ckpt.weights_file), "sha256": _sha256(ckpt.weights_file)},
+        "dim": ckpt.dim,
+        "heads": ckpt.heads,
+        "num_layers": ckpt.num_layers,
+        "patch_size": ckpt.patch_size,
+        "conv_kernel_size": ckpt.config.get("conv_kernel_size"),
+        "context": "one region's patch sequence per node (upstream: all regions, CLS first)",
+        "cls_token": "not used (a node is one region's patches)",
+        "source_stream": source_stream,
+        "freeze": freeze,
+        "frozen_parameters": message.frozen_parameter_names(),
+        "tokenizer_frozen": freeze == "all",
+    }
+    return PretrainedComponents(tok, message, config)
+
+
+@register_model
+def fimp_brainlm(
+    *,
+    checkpoint: str | os.PathLike[str],
+    source_stream: Literal["self", "fixed"] = "self",
+    freeze: Literal["all", "attention", "none"] = "all",
+    num_layers: int = 1,
+    **kwargs: Any,
+) -> FIMP:
+    """FIMP-BrainLM: BrainLM's embeddings as tokenizer, its encoder as every layer's message creator.
+
+    ``checkpoint`` is a legacy BrainLM directory (:func:`load_brainlm`). The ``num_layers`` FIMP
+    layers share the one pretrained creator. Other keyword arguments go to
+    :class:`fimp.models.FIMP` (for masked-patch reconstruction pass ``recon_out`` = the patch size,
+    20 upstream). The loader's config is kept as ``model.pretrained_config``.
+    """
+    tok, message, config = load_brainlm(checkpoint, source_stream=source_stream, freeze=freeze)
+    model = FIMP(
+        tok,
+        dim=message.dim,
+        heads=message.heads,
+        num_layers=num_layers,
+        message=lambda _i: message,
+        **kwargs,
+    )
+    model.pretrained_config = config
+    return model

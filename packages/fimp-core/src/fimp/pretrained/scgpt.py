@@ -40,11 +40,18 @@ import torch
 from torch import Tensor, nn
 
 from fimp.errors import CheckpointError, ConfigError, UnknownGeneError
-from fimp.pretrained.two_stream import FeedForward, TransformerBlock, TwoStreamMessage
+from fimp.models import FIMP, register_model
+from fimp.pretrained.two_stream import (
+    FeedForward,
+    PretrainedComponents,
+    TransformerBlock,
+    TwoStreamMessage,
+)
 from fimp.tokenizers.gene import GeneTokenizer
 
 __all__ = [
     "ScGPTCheckpoint",
+    "fimp_scgpt",
     "load_scgpt",
     "map_genes",
     "normalize_scgpt_keys",
@@ -436,7 +443,7 @@ def load_scgpt(
     source_stream: Literal["self", "fixed"] = "self",
     freeze: Literal["all", "attention", "none"] = "all",
     dropout: float = 0.0,
-) -> tuple[GeneTokenizer, TwoStreamMessage, dict[str, Any]]:
+) -> PretrainedComponents:
     """Load an scGPT model directory as FIMP's tokenizer + two-stream message creator.
 
     Args:
@@ -452,7 +459,7 @@ def load_scgpt(
             freezes the attention projections; ``"none"`` trains everything.
 
     Returns:
-        ``(tokenizer, message, config)``: a :class:`~fimp.tokenizers.GeneTokenizer` (tokens
+        ``PretrainedComponents(tokenizer, message, config)``: a :class:`~fimp.tokenizers.GeneTokenizer` (tokens
         ``[N, 1 + L, d]``, ``<cls>`` first), a :class:`TwoStreamMessage` over scGPT's post-LN
         blocks (no final norm; with a self-loop its message equals scGPT's ``_encode`` output), and
         a JSON-serialisable config naming the weights (file, sha256, layout) and what is frozen.
@@ -475,7 +482,7 @@ def load_scgpt(
         tok.requires_grad_(False)
     weights = Path(path) / "best_model.pt"
     config = {
-        "model": "scgpt",
+        "family": "scgpt",
         "weights": {"file": str(weights), "sha256": _sha256(weights), "layout": ckpt.layout},
         "dim": ckpt.dim,
         "heads": ckpt.heads,
@@ -491,4 +498,46 @@ def load_scgpt(
         "frozen_parameters": message.frozen_parameter_names(),
         "tokenizer_frozen": freeze == "all",
     }
-    return tok, message, config
+    return PretrainedComponents(tok, message, config)
+
+
+@register_model
+def fimp_scgpt(
+    *,
+    checkpoint: str | os.PathLike[str],
+    genes: Sequence[str] | None = None,
+    missing: Literal["error", "drop"] = "error",
+    selection: Literal["top_k", "sample", "panel"] = "top_k",
+    k: int | None = None,
+    source_stream: Literal["self", "fixed"] = "self",
+    freeze: Literal["all", "attention", "none"] = "all",
+    num_layers: int = 1,
+    **kwargs: Any,
+) -> FIMP:
+    """FIMP-scGPT: scGPT's tokenizer and blocks as the message creator of every FIMP layer.
+
+    ``checkpoint`` is an scGPT model directory (see :func:`load_scgpt`, which receives ``genes``,
+    ``missing``, ``selection``, ``k``, ``source_stream``, ``freeze``). All ``num_layers`` FIMP
+    layers share the one pretrained message creator (its parameters are not copied). Other keyword
+    arguments go to :class:`fimp.models.FIMP` (``num_classes``, ``recon_out``, ``aggr``,
+    ``edge_chunk_size``, ...). The loader's config is kept as ``model.pretrained_config``.
+    """
+    tok, message, config = load_scgpt(
+        checkpoint,
+        genes=genes,
+        missing=missing,
+        selection=selection,
+        k=k,
+        source_stream=source_stream,
+        freeze=freeze,
+    )
+    model = FIMP(
+        tok,
+        dim=message.dim,
+        heads=message.heads,
+        num_layers=num_layers,
+        message=lambda _i: message,
+        **kwargs,
+    )
+    model.pretrained_config = config
+    return model
