@@ -369,3 +369,23 @@ def test_repr_reset_and_device_dtype():
     assert tokens.dtype == torch.float64
     empty, m = tok(torch.zeros(0, 6, dtype=torch.float64), VOCAB)
     assert empty.shape == (0, 3, 16) and m.shape == (0, 3)
+
+
+def test_default_columns_and_gathering_reconstruction_targets():
+    torch.manual_seed(0)
+    tok = GeneTokenizer(VOCAB, 4, selection="top_k", k=2).eval()
+    x = torch.tensor([[0.0, 5.0, 0.0, 1.0, 3.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0, 2.0]])
+    mask = torch.zeros(2, 6, dtype=torch.bool)
+    mask[0, 4] = True
+    tokens, token_mask, index = tok(x, mask=mask, return_index=True)  # columns = vocabulary
+    assert token_mask.tolist() == [[True, True], [True, False]]
+    assert index.tolist() == [[1, 4], [5, -1]] and tok.target_dim == 1
+    assert GeneTokenizer.gather_values(x, index).tolist() == [[5.0, 3.0], [2.0, 0.0]]
+    assert GeneTokenizer.gather_values(mask, index, fill=False).tolist() == [
+        [False, True],
+        [False, False],
+    ]
+    same, _ = tok(x, VOCAB, mask=mask)
+    assert torch.equal(same, tokens) and tok.num_prefix_tokens == 0
+    with pytest.raises(ShapeError, match="genes=None"):
+        tok(x[:, :5])

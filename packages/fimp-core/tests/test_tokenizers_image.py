@@ -162,7 +162,7 @@ def test_patchify_matches_mae_layout():
     tok = ImagePatchTokenizer(8, 4, 2, 4, backend="torch")
     images = _images(n=1, c=2, h=8, w=12)
     targets = tok.patchify(images)
-    assert targets.shape == (1, 6, 32)
+    assert targets.shape == (1, 6, 32) and tok.target_dim == 32 and tok.num_prefix_tokens == 1
     for i in range(2):
         for j in range(3):
             patch = images[0, :, i * 4 : (i + 1) * 4, j * 4 : (j + 1) * 4]  # [C, P, P]

@@ -202,3 +202,19 @@ def test_repr_reset_determinism_dtype():
     assert torch.equal(tok(signal, coords)[0], tok(signal, coords)[0])
     tok = tok.double()
     assert tok(signal.double(), coords.double())[0].dtype == torch.float64
+
+
+def test_class_token_and_targets():
+    torch.manual_seed(0)
+    tok = TimeSeriesPatchTokenizer(8, patch_size=5, class_token=True).eval()
+    plain = TimeSeriesPatchTokenizer(8, patch_size=5).eval()
+    plain.load_state_dict(tok.state_dict(), strict=False)
+    signal, coords = torch.randn(3, 20), torch.randn(3, 3)
+    mask = torch.zeros(3, 4, dtype=torch.bool)
+    mask[0, 1] = True
+    tokens, token_mask = tok(signal, coords, mask=mask)
+    assert tokens.shape == (3, 5, 8) and token_mask.shape == (3, 5) and token_mask.all()
+    torch.testing.assert_close(tokens[:, 0], tok.cls_token[0].expand(3, 8))
+    torch.testing.assert_close(tokens[:, 1:], plain(signal, coords, mask=mask)[0])
+    assert tok.num_prefix_tokens == 1 and tok.target_dim == 5
+    assert "cls_token" in tok.state_dict() and "cls_token" not in plain.state_dict()

@@ -412,10 +412,28 @@ class GeneTokenizer(nn.Module):
         valid = sel < g
         return torch.where(valid, sel, -1), valid
 
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Tokens before the gene tokens: 1 with a cls token, else 0."""
+        return 0 if self.cls_token is None else 1
+
+    @property
+    def target_dim(self) -> int:
+        """Reconstruction target width per token: one expression value."""
+        return 1
+
+    @staticmethod
+    def gather_values(x: Tensor, index: Tensor, *, fill: float = 0.0) -> Tensor:
+        """Per-token values of ``x`` [N, G] at ``index`` [N, L] (from ``return_index=True``):
+        [N, L], ``fill`` where index is -1 (padding / cls). Gather ``mask`` the same way to find
+        the tokens to reconstruct (``gather_values(mask, index, fill=False)``)."""
+        picked = x.gather(1, index.clamp(min=0))
+        return torch.where(index >= 0, picked, torch.tensor(fill, dtype=x.dtype, device=x.device))
+
     def forward(
         self,
         x: Tensor,
-        genes: Sequence[str],
+        genes: Sequence[str] | None = None,
         *,
         mask: Tensor | None = None,
         generator: torch.Generator | None = None,
@@ -425,7 +443,8 @@ class GeneTokenizer(nn.Module):
 
         Args:
             x: [N, G] expression, one row per cell (non-negative for the binned encodings).
-            genes: G names of x's columns (vocabulary names).
+            genes: G names of x's columns (vocabulary names); None = the columns are the
+                vocabulary itself, in order (G = V).
             mask: optional bool [N, G], True = entry hidden for reconstruction: its token's value
                 term becomes ``mask_embedding`` and the entry is left out of the binning edges.
             generator: random source of ``selection="sample"`` (the global RNG if None).
@@ -436,6 +455,13 @@ class GeneTokenizer(nn.Module):
             -1 for padding / cls) when ``return_index``.
         """
         check_float(x, "x", 2, "[N, G] (cells x genes)")
+        if genes is None:
+            if x.shape[1] != self.vocab_size:
+                raise ShapeError(
+                    f"genes=None means x's columns are the vocabulary in order, but x has "
+                    f"{x.shape[1]} columns and the vocabulary {self.vocab_size} genes; pass genes."
+                )
+            genes = self.genes
         if isinstance(genes, str) or len(genes) != x.shape[1]:
             raise ShapeError(
                 f"genes must name every column of x: x has {x.shape[1]} columns, "

@@ -209,6 +209,11 @@ class ImagePatchTokenizer(nn.Module):
             f"backend={self.backend!r})"
         )
 
+    @property
+    def target_dim(self) -> int:
+        """Reconstruction target width per patch token: P * P * C pixels (see `patchify`)."""
+        return self.patch_size * self.patch_size * self.in_chans
+
     def _check_images(self, images: Tensor) -> tuple[int, int]:
         check_float(images, "images", 4, "[N, C, H, W]")
         _, c, h, w = images.shape

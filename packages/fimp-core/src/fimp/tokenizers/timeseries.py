@@ -76,10 +76,12 @@ class TimeSeriesPatchTokenizer(nn.Module):
             (drop the last T mod P samples) or ``"pad"`` (pad the last patch with ``pad_value``).
         pad_value: fill value of ``remainder="pad"``.
         dropout: dropout on the tokens (BrainLM: 0.1 after the time encoding, in training).
+        class_token: prepend a learned ``cls_token`` [1, 1, d] with no coordinate or time term
+            (BrainLM's ``vit.embeddings.cls_token``); ``mask`` still covers the patches only.
 
     Shapes:
-        forward ``signal`` [N, T], ``coords`` [N, coord_dim] -> tokens [N, L, d], token_mask bool
-        [N, L] (all True).
+        forward ``signal`` [N, T], ``coords`` [N, coord_dim] -> tokens [N, L (+1), d], token_mask
+        bool [N, L (+1)] (all True); with ``class_token`` the cls token is token 0.
     """
 
     def __init__(
@@ -93,6 +95,7 @@ class TimeSeriesPatchTokenizer(nn.Module):
         remainder: str = "error",
         pad_value: float = 0.0,
         dropout: float = 0.0,
+        class_token: bool = False,
     ) -> None:
         super().__init__()
         self.dim = check_positive_int(dim, "dim")
@@ -112,6 +115,7 @@ class TimeSeriesPatchTokenizer(nn.Module):
             else None
         )
         self.mask_token = nn.Parameter(torch.empty(self.dim))
+        self.cls_token = nn.Parameter(torch.empty(1, 1, self.dim)) if class_token else None
         self.dropout = nn.Dropout(dropout)
         self.reset_parameters()
 
@@ -121,12 +125,24 @@ class TimeSeriesPatchTokenizer(nn.Module):
         if self.xyz_embedding_projection is not None:
             self.xyz_embedding_projection.reset_parameters()
         nn.init.normal_(self.mask_token, std=0.02)
+        if self.cls_token is not None:
+            nn.init.normal_(self.cls_token, std=0.02)
 
     def __repr__(self) -> str:
         return (
             f"{self.__class__.__name__}({self.dim}, patch_size={self.patch_size}, "
             f"coord_dim={self.coord_dim}, time_encoding={self.time_encoding!r})"
         )
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Tokens before the patch tokens: 1 with a class token, else 0."""
+        return 0 if self.cls_token is None else 1
+
+    @property
+    def target_dim(self) -> int:
+        """Reconstruction target width per patch token: the P samples of the patch."""
+        return self.patch_size
 
     def num_patches(self, num_samples: int) -> int:
         """Tokens per node L for a signal of ``num_samples`` time points (after ``remainder``)."""
@@ -168,7 +184,7 @@ class TimeSeriesPatchTokenizer(nn.Module):
                 becomes ``mask_token``).
 
         Returns:
-            ``(tokens [N, L, d], token_mask bool [N, L])``.
+            ``(tokens [N, L (+1), d], token_mask bool [N, L (+1)])``.
         """
         patches = self.patchify(signal)
         check_finite(signal, "signal")
@@ -204,5 +220,7 @@ class TimeSeriesPatchTokenizer(nn.Module):
             )
         if self.pos_embedding is not None:
             tokens = tokens + self.pos_embedding(length).to(tokens.dtype)
-        token_mask = torch.ones(n, length, dtype=torch.bool, device=tokens.device)
+        if self.cls_token is not None:
+            tokens = torch.cat([self.cls_token.expand(n, -1, -1).to(tokens.dtype), tokens], dim=1)
+        token_mask = torch.ones(n, tokens.shape[1], dtype=torch.bool, device=tokens.device)
         return self.dropout(tokens), token_mask
