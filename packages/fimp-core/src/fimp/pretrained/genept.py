@@ -20,6 +20,7 @@ token width (design §1).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import pickle
@@ -34,11 +35,18 @@ import torch
 from torch import Tensor
 
 from fimp.errors import CheckpointError, ConfigError, UnknownGeneError
+from fimp.models import FIMP, register_model
+from fimp.nn import CrossAttention
+from fimp.pretrained.two_stream import PretrainedComponents
+from fimp.tokenizers.gene import GeneTokenizer
 
 __all__ = [
     "GenePTEmbeddings",
     "UnsafePickleError",
     "convert_genept",
+    "fimp_genept",
+    "genept_tokenizer",
+    "load_genept",
     "read_genept",
 ]
 
@@ -330,3 +338,160 @@ def convert_genept(
             os.unlink(tmp)
         raise
     return target
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def genept_tokenizer(
+    embeddings: GenePTEmbeddings,
+    dim: int,
+    *,
+    genes: Sequence[str] | None = None,
+    missing: Literal["error", "drop", "zero"] = "error",
+    value_encoding: str = "continuous",
+    n_bins: int = 51,
+    selection: str = "panel",
+    k: int | None = None,
+    dropout: float = 0.0,
+) -> tuple[GeneTokenizer, list[str]]:
+    """A :class:`~fimp.tokenizers.GeneTokenizer` whose gene identity is the GenePT vector.
+
+    Gene term of gene g: ``gene_norm(gene_projection(E[g]))`` with ``E`` the frozen GenePT table
+    (``gene_embedding``, [V, e]), ``gene_projection`` a learned Linear(e -> dim) and ``gene_norm`` a
+    LayerNorm; the value term is the tokenizer's value encoder (see GeneTokenizer).
+
+    Args:
+        embeddings: from :func:`read_genept`.
+        dim: token width d.
+        genes: the data's gene names. The vocabulary is restricted to them (a full GenePT table is
+            93,800 x 1536); ``None`` keeps every GenePT gene.
+        missing: data genes absent from GenePT: ``"error"`` raises
+            :class:`~fimp.errors.UnknownGeneError` listing them, ``"drop"`` ignores those columns,
+            ``"zero"`` gives them a zero GenePT vector (as upstream does for genes without a summary).
+        value_encoding, n_bins, selection, k, dropout: passed to GeneTokenizer.
+
+    Returns:
+        ``(tokenizer, vocabulary)``; ``vocabulary`` lists the genes with a GenePT row.
+    """
+    if genes is None:
+        if missing == "zero":
+            raise ConfigError("missing='zero' needs genes= (the data's gene names) to add rows for")
+        vocab, table = list(embeddings.genes), embeddings.vectors
+        unknown = "error" if missing == "error" else "drop"
+    else:
+        table, vocab = embeddings.lookup(list(genes), missing=missing)
+        unknown = "drop" if missing == "drop" else "error"
+    tok = GeneTokenizer(
+        vocab,
+        dim,
+        value_encoding=value_encoding,
+        n_bins=n_bins,
+        selection=selection,
+        k=k,
+        unknown=unknown,
+        gene_embeddings=table,
+        freeze_gene_embeddings=True,
+        norm_gene_embedding=True,
+        dropout=dropout,
+    )
+    return tok, vocab
+
+
+def load_genept(
+    path: str | os.PathLike[str],
+    *,
+    dim: int = 64,
+    heads: int = 4,
+    genes: Sequence[str] | None = None,
+    missing: Literal["error", "drop", "zero"] = "error",
+    embedding_dim: int | None = None,
+    value_encoding: str = "continuous",
+    n_bins: int = 51,
+    selection: str = "panel",
+    k: int | None = None,
+    dropout: float = 0.0,
+) -> PretrainedComponents:
+    """GenePT as FIMP components: a gene tokenizer with GenePT identities + a FIMP-base creator.
+
+    GenePT is a table of text embeddings, not a transformer, so its "message creator" is FIMP-base
+    cross-attention (``fimp.nn.CrossAttention(dim, heads)``, trained from scratch); the pretrained
+    part is the frozen gene-identity table inside the tokenizer (:func:`genept_tokenizer`).
+
+    Args:
+        path: a GenePT pickle (read with a restricted unpickler, never ``pickle.load``) or a
+            converted ``.npz`` (:func:`read_genept`).
+        dim, heads: token width and attention heads of the creator.
+        genes, missing, value_encoding, n_bins, selection, k, dropout: see :func:`genept_tokenizer`.
+        embedding_dim: expected GenePT width (1536 ada-002 / 3072 text-embedding-3-large), checked.
+
+    Returns:
+        ``PretrainedComponents(tokenizer, message, config)``; ``config`` names the file and its
+        sha256, the table size and the genes given a zero vector (``missing="zero"``).
+    """
+    emb = read_genept(path, dim=embedding_dim)
+    tok, vocab = genept_tokenizer(
+        emb,
+        dim,
+        genes=genes,
+        missing=missing,
+        value_encoding=value_encoding,
+        n_bins=n_bins,
+        selection=selection,
+        k=k,
+        dropout=dropout,
+    )
+    known = set(emb.genes)
+    config = {
+        "family": "genept",
+        "weights": {"file": str(path), "sha256": _sha256(Path(path))},
+        "embedding_dim": emb.dim,
+        "table_genes": len(emb),
+        "vocab_size": len(vocab),
+        "zero_vector_genes": [g for g in vocab if g not in known],
+        "dim": dim,
+        "heads": heads,
+        "message": "FIMP-base cross-attention (GenePT has no transformer blocks)",
+        "frozen_parameters": ["tokenizer.gene_embedding.weight"],
+    }
+    return PretrainedComponents(tok, CrossAttention(dim, heads), config)
+
+
+@register_model
+def fimp_genept(
+    *,
+    embeddings: str | os.PathLike[str],
+    genes: Sequence[str] | None = None,
+    missing: Literal["error", "drop", "zero"] = "error",
+    dim: int = 64,
+    heads: int = 4,
+    num_layers: int = 2,
+    value_encoding: str = "continuous",
+    selection: str = "panel",
+    k: int | None = None,
+    **kwargs: Any,
+) -> FIMP:
+    """FIMP-GenePT: FIMP-base whose gene tokens carry frozen GenePT gene identities.
+
+    ``embeddings`` is a GenePT pickle or ``.npz`` (:func:`load_genept`). Each of the
+    ``num_layers`` layers has its own FIMP-base cross-attention. Other keyword arguments go to
+    :class:`fimp.models.FIMP`. The loader's config is kept as ``model.pretrained_config``.
+    """
+    tok, _, config = load_genept(
+        embeddings,
+        dim=dim,
+        heads=heads,
+        genes=genes,
+        missing=missing,
+        value_encoding=value_encoding,
+        selection=selection,
+        k=k,
+    )
+    model = FIMP(tok, dim=dim, heads=heads, num_layers=num_layers, **kwargs)
+    model.pretrained_config = config
+    return model
