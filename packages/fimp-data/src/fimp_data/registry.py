@@ -57,7 +57,7 @@ _ENTRY_KEYS = {
     "checksum_note",
     "url_note",
 }
-_FILE_KEYS = {"name", "url", "mirrors", "sha256", "size", "embedded", "path", "local"}
+_FILE_KEYS = {"name", "url", "mirrors", "sha256", "size", "embedded", "path", "local", "extract"}
 
 
 def cache_dir() -> Path:
@@ -83,6 +83,7 @@ class FileEntry:
     embedded: bool = False
     path: str | None = None
     local: str | None = None
+    extract: bool = False
 
     @property
     def source(self) -> str:
@@ -179,7 +180,14 @@ def _validate_file(raw: Any, where: str) -> FileEntry:
                 raise _fail(where, f"url {u!r} must start with https://, http:// or file://")
         if sha is None:
             raise _fail(where, "a downloaded file needs a `sha256` (downloads are verified)")
-        return FileEntry(name=name, sha256=sha, size=size, url=url, mirrors=tuple(mirrors))
+        return FileEntry(
+            name=name,
+            sha256=sha,
+            size=size,
+            url=url,
+            mirrors=tuple(mirrors),
+            extract=bool(raw.get("extract", False)),
+        )
     if source == "embedded":
         path = raw.get("path")
         if (

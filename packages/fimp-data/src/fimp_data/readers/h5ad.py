@@ -1,0 +1,172 @@
+"""AnnData (.h5ad) reader for spatial transcriptomics."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import MissingKeyError, NonFiniteError, ShapeError
+from ._common import (
+    check_finite,
+    check_nonempty,
+    check_unique,
+    encode_labels,
+    existing_path,
+    make_data,
+)
+
+
+def _coordinates(adata: Any, spatial_key: str | Sequence[str]) -> np.ndarray:
+    if isinstance(spatial_key, str):
+        if spatial_key not in adata.obsm:
+            raise MissingKeyError(
+                f"obsm[{spatial_key!r}] not found; obsm has {sorted(adata.obsm.keys())} and obs "
+                f"has columns {list(adata.obs.columns)}. Pass spatial_key=<obsm key> or a tuple of "
+                "obs columns, e.g. spatial_key=('x', 'y')"
+            )
+        coords = np.asarray(adata.obsm[spatial_key], dtype=np.float64)
+        if coords.ndim != 2 or coords.shape[1] not in (2, 3):
+            raise ShapeError(
+                f"obsm[{spatial_key!r}] has shape {coords.shape}; expected [n_obs, 2] or "
+                "[n_obs, 3] coordinates"
+            )
+        return coords
+    cols = list(spatial_key)
+    if len(cols) not in (2, 3):
+        raise ShapeError(f"spatial_key columns must be 2 or 3 names, got {cols}")
+    missing = [c for c in cols if c not in adata.obs.columns]
+    if missing:
+        raise MissingKeyError(
+            f"obs columns {missing} not found; obs has {list(adata.obs.columns)} and obsm has "
+            f"{sorted(adata.obsm.keys())}"
+        )
+    import pandas as pd
+
+    return np.stack(
+        [pd.to_numeric(adata.obs[c], errors="coerce").to_numpy(np.float64) for c in cols], axis=1
+    )
+
+
+def read_h5ad(
+    path: str | os.PathLike[str],
+    *,
+    spatial_key: str | Sequence[str] = "spatial",
+    label_key: str | None = None,
+    layer: str | None = None,
+    genes: Sequence[str] | None = None,
+    group_key: str | None = None,
+):
+    """Read an AnnData ``.h5ad`` file into a node-level ``Data`` (one node per cell / spot).
+
+    Args:
+        path: the ``.h5ad`` file.
+        spatial_key: ``obsm`` key of an ``[n_obs, 2|3]`` coordinate array (default ``"spatial"``),
+            or a tuple of ``obs`` column names, e.g. ``("x", "y")`` or ``("row", "col")``.
+        label_key: optional ``obs`` column of cell labels -> ``y`` (codes in category order for a
+            categorical column, else sorted label order) and ``label_names``.
+        layer: ``None`` = ``X``; a ``layers`` key (e.g. ``"counts"``); or ``"raw"`` = ``raw.X``
+            with ``raw.var_names``. Values are used as stored (raw counts or normalised).
+        genes: optional subset of ``var_names`` (kept in the given order).
+        group_key: optional ``obs`` column (slide / sample id) stored as ``group`` (list[str]).
+
+    Returns:
+        ``Data(x [N, G] float32, pos [N, 2|3] float32, y [N] long (if label_key),
+        feature_names [G], label_names, node_ids [N] = obs_names, group [N] (if group_key))``.
+
+    Raises:
+        DataFileNotFoundError, MissingKeyError (lists the keys that exist), NonFiniteError (NaN/inf
+        expression or coordinates = cells without coordinates), DuplicateIdError (obs_names),
+        EmptySelectionError.
+    """
+    import anndata as ad
+
+    path = existing_path(path, "h5ad file")
+    adata = ad.read_h5ad(path)
+    if layer is None:
+        matrix, var_names = adata.X, adata.var_names
+    elif layer == "raw" and "raw" not in adata.layers:
+        if adata.raw is None:
+            raise MissingKeyError(
+                f"layer='raw' but {path.name} has no .raw; layers are {sorted(adata.layers.keys())}"
+            )
+        matrix, var_names = adata.raw.X, adata.raw.var_names
+    else:
+        if layer not in adata.layers:
+            raise MissingKeyError(
+                f"layer {layer!r} not found; layers are {sorted(adata.layers.keys())}"
+                + (" (and 'raw' = .raw.X)" if adata.raw is not None else "")
+                + "; pass layer=None for X"
+            )
+        matrix, var_names = adata.layers[layer], adata.var_names
+    var_names = [str(v) for v in var_names]
+    node_ids = [str(o) for o in adata.obs_names]
+    check_nonempty(len(node_ids), "cells (the file has 0 observations)", "use a non-empty file")
+    check_unique(node_ids, "cell ids (obs_names)", "call adata.obs_names_make_unique() and save")
+    check_unique(var_names, "gene names (var_names)", "call adata.var_names_make_unique() and save")
+    cols = None
+    if genes is not None:
+        index = {g: i for i, g in enumerate(var_names)}
+        unknown = [g for g in genes if g not in index]
+        if unknown:
+            raise MissingKeyError(
+                f"{len(unknown)} genes not in var_names (first: {unknown[:5]}); "
+                f"var_names start with {var_names[:5]}"
+            )
+        cols = np.array([index[g] for g in genes], dtype=np.int64)
+        check_nonempty(len(cols), "genes (genes=[])", "pass at least one gene or genes=None")
+        var_names = list(genes)
+    check_nonempty(len(var_names), "genes (the matrix has 0 columns)", "use a file with genes")
+    if cols is not None:
+        matrix = matrix[:, cols]
+    if hasattr(matrix, "toarray"):
+        matrix = matrix.toarray()
+    x = np.asarray(matrix, dtype=np.float32)
+    if x.shape != (len(node_ids), len(var_names)):
+        raise ShapeError(
+            f"expression matrix has shape {x.shape}, expected {(len(node_ids), len(var_names))}"
+        )
+    check_finite(x, f"expression ({'X' if layer is None else layer})", node_ids)
+
+    coords = _coordinates(adata, spatial_key)
+    missing = ~np.isfinite(coords).all(axis=1)
+    if missing.any():
+        first = [node_ids[i] for i in np.flatnonzero(missing)[:5]]
+        raise NonFiniteError(
+            f"{int(missing.sum())} cells have no (finite) coordinates in {spatial_key!r} "
+            f"(first: {first}); drop them before loading, e.g. "
+            "adata = adata[np.isfinite(coords).all(axis=1)].copy()"
+        )
+
+    y = label_names = None
+    if label_key is not None:
+        if label_key not in adata.obs.columns:
+            raise MissingKeyError(
+                f"label_key {label_key!r} is not an obs column; obs has {list(adata.obs.columns)}"
+            )
+        col = adata.obs[label_key]
+        if col.isna().any():
+            raise MissingKeyError(
+                f"obs[{label_key!r}] is missing for {int(col.isna().sum())} cells; drop or label "
+                "them before loading"
+            ) from None
+        categories = list(col.cat.categories) if hasattr(col, "cat") else None
+        y, label_names = encode_labels(col, categories)
+    group = None
+    if group_key is not None:
+        if group_key not in adata.obs.columns:
+            raise MissingKeyError(
+                f"group_key {group_key!r} is not an obs column; obs has {list(adata.obs.columns)}"
+            )
+        group = [str(g) for g in adata.obs[group_key]]
+    return make_data(
+        x=x,
+        pos=coords.astype(np.float32),
+        y=y,
+        feature_names=var_names,
+        label_names=label_names,
+        node_ids=node_ids,
+        group=group,
+    )
