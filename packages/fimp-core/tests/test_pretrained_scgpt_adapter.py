@@ -127,3 +127,25 @@ def test_masked_values_look_like_upstream_mask_value(tmp_path):
     with torch.no_grad():
         expected = model.value_encoder(torch.tensor([-1.0]))[0]  # mask_value = -1
     torch.testing.assert_close(tok.mask_embedding.detach(), expected, rtol=0, atol=1e-6)
+
+
+def test_registered_model_on_pyg_data(tmp_path):
+    from torch_geometric.data import Data
+
+    import fimp
+
+    write_scgpt_dir(tmp_path)
+    assert "fimp_scgpt" in fimp.list_models()
+    panel = list(GENES)
+    model = fimp.create_model("fimp_scgpt", checkpoint=tmp_path, k=len(panel), num_classes=3)
+    assert model.pretrained_config["family"] == "scgpt"
+    x = torch.tensor(_data(panel), dtype=torch.float32)
+    data = Data(x=x, edge_index=torch.tensor([[0, 1, 2, 3], [1, 0, 3, 2]]))
+    data.feature_names = panel
+    out = model(data)
+    assert out["logits"].shape == (4, 3) and torch.isfinite(out["logits"]).all()
+    out["logits"].sum().backward()
+    assert all(p.grad is None for p in model.tokenizer.parameters())  # frozen: zero-shot backbone
+    assert model.head[0].weight.grad is not None
+    emb = fimp.embed(model, data)
+    assert emb.shape == (4, 16)
