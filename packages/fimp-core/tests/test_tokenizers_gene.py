@@ -246,13 +246,10 @@ def test_top_k_larger_than_panel_and_sample_determinism():
 
 
 def test_sample_is_uniform_over_expressed_genes():
-    x = torch.tensor([[1.0, 0.0, 1.0, 50.0, 1.0, 0.0]])
+    x = torch.tensor([[1.0, 0.0, 1.0, 50.0, 1.0, 0.0]]).repeat(400, 1)
     samp = GeneTokenizer(VOCAB, 4, selection="sample", k=2)
-    gen = torch.Generator().manual_seed(0)
-    counts = torch.zeros(6)
-    for _ in range(400):
-        _, _, index = samp(x, VOCAB, generator=gen, return_index=True)
-        counts[index[0]] += 1
+    _, _, index = samp(x, VOCAB, generator=torch.Generator().manual_seed(0), return_index=True)
+    counts = torch.bincount(index.flatten(), minlength=6).float()
     assert counts[1] == 0 and counts[5] == 0
     freq = counts[[0, 2, 3, 4]] / 400
     assert torch.all((freq - 0.5).abs() < 0.1), freq  # each of 4 genes in 2 of 4 slots
@@ -389,3 +386,20 @@ def test_default_columns_and_gathering_reconstruction_targets():
     assert torch.equal(same, tokens) and tok.num_prefix_tokens == 0
     with pytest.raises(ShapeError, match="genes=None"):
         tok(x[:, :5])
+
+
+def test_expressed_selection_is_scgpt_cell_tokenization():
+    torch.manual_seed(0)
+    x = torch.tensor([[0.0, 2.0, 0.0, 1.0, 0.0, 0.0], [3.0, 1.0, 1.0, 0.0, 4.0, 0.0]])
+    tok = GeneTokenizer(VOCAB, 4, selection="expressed", value_encoding="binned_continuous")
+    tokens, token_mask, index = tok(x, return_index=True)
+    assert index.tolist() == [[1, 3, -1, -1], [0, 1, 2, 4]]
+    assert token_mask.tolist() == [[True, True, False, False], [True] * 4]
+    # each cell's tokens equal those of the cell alone (binning is per cell)
+    alone, _ = tok(x[:1])
+    torch.testing.assert_close(tokens[:1, :2], alone)
+    assert tokens[0, 2:].eq(0).all()
+    empty, empty_mask = tok(torch.zeros(2, 6))
+    assert empty.shape == (2, 1, 4) and not empty_mask.any()
+    with pytest.raises(ConfigError, match="k is only used"):
+        GeneTokenizer(VOCAB, 4, selection="expressed", k=3)

@@ -19,7 +19,7 @@ from fimp.tokenizers._common import (
 __all__ = ["ContinuousValueEncoder", "DuplicateGeneError", "GeneTokenizer", "scgpt_binning"]
 
 _VALUE_ENCODINGS = ("continuous", "binned", "binned_continuous")
-_SELECTIONS = ("panel", "top_k", "sample")
+_SELECTIONS = ("panel", "expressed", "top_k", "sample")
 
 
 class DuplicateGeneError(FIMPError, ValueError):
@@ -161,12 +161,14 @@ class GeneTokenizer(nn.Module):
 
     - ``"panel"``: every mapped column, in column order (L = number of mapped columns; zero values
       are real tokens);
+    - ``"expressed"``: every mapped column with value > 0, in column order (scGPT's cell
+      tokenization without the length cap); L = the largest count in the batch (at least 1);
     - ``"top_k"``: the ``k`` largest values > 0, ties broken by column order (earlier first);
     - ``"sample"``: ``k`` columns with value > 0 drawn uniformly without replacement with the
       ``generator`` passed to `forward` (the same seed gives the same tokens).
 
-    For top_k / sample, L = min(k, mapped columns); the selected tokens are kept in column order
-    and cells with fewer than k expressed genes are padded at the end (``token_mask`` False, token
+    For top_k / sample, L = min(k, mapped columns). Except for the panel, the selected tokens are
+    kept in column order and cells with fewer than L selected genes are padded at the end (``token_mask`` False, token
     = 0, ``index`` = -1). Selection looks at the true values, also of entries masked for
     reconstruction (as scGPT does: the identity of a masked gene is visible, its value is not).
 
@@ -181,8 +183,9 @@ class GeneTokenizer(nn.Module):
         dim: token width d.
         value_encoding: ``"continuous"`` | ``"binned"`` | ``"binned_continuous"`` (above).
         n_bins: number of bins including bin 0 (scGPT: 51).
-        selection: ``"panel"`` | ``"top_k"`` | ``"sample"`` (above).
-        k: tokens per cell for top_k / sample (required there, not allowed for panel).
+        selection: ``"panel"`` | ``"expressed"`` | ``"top_k"`` | ``"sample"`` (above).
+            ``"sample"`` with k = 1200 is scGPT's cap (``max_length``) on long cells.
+        k: tokens per cell for top_k / sample (required there, not allowed otherwise).
         unknown: ``"error"`` raises `UnknownGeneError` for column names missing from the
             vocabulary; ``"drop"`` ignores those columns.
         padding_idx: passed to the ``nn.Embedding`` (that row gets no gradient).
@@ -248,11 +251,12 @@ class GeneTokenizer(nn.Module):
         self.value_encoding = check_choice(value_encoding, "value_encoding", _VALUE_ENCODINGS)
         self.n_bins = check_positive_int(n_bins, "n_bins", minimum=3)
         self.selection = check_choice(selection, "selection", _SELECTIONS)
-        if self.selection == "panel":
+        if self.selection in ("panel", "expressed"):
             if k is not None:
                 raise ConfigError(
-                    "k is only used by selection='top_k' or 'sample'; the panel keeps every mapped "
-                    "gene. Subset the columns of x to choose a smaller panel."
+                    f"k is only used by selection='top_k' or 'sample'; selection="
+                    f"{self.selection!r} keeps every mapped (expressed) gene. Subset the columns "
+                    "of x to choose a smaller panel."
                 )
         else:
             k = check_positive_int(k, "k")
@@ -396,9 +400,15 @@ class GeneTokenizer(nn.Module):
         if self.selection == "panel":
             sel = torch.arange(g, device=device).expand(n, g)
             return sel, torch.ones(n, g, dtype=torch.bool, device=device)
+        candidate = values > 0
+        if self.selection == "expressed":
+            length = max(1, int(candidate.sum(dim=1).max())) if n else 1
+            sel = torch.where(candidate, torch.arange(g, device=device), g).sort(dim=1).values
+            sel = sel[:, :length]
+            valid = sel < g
+            return torch.where(valid, sel, -1), valid
         assert self.k is not None
         length = min(self.k, g)
-        candidate = values > 0
         if self.selection == "top_k":
             key = torch.where(candidate, values, -torch.inf)
             order = torch.sort(key, dim=1, descending=True, stable=True).indices[:, :length]
