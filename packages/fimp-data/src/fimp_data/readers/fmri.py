@@ -270,7 +270,7 @@ def read_nifti(
     check_finite(data[vox], f"BOLD voxels inside the atlas ({bold_path.name})")
     series = np.asarray(member @ data.astype(np.float64))
     ijk = np.stack(np.unravel_index(vox, bold_img.shape[:3]), axis=1).astype(np.float64)
-    centroid_ijk = np.asarray(member @ ijk)
+    centroid_ijk = np.asarray(member[:, vox] @ ijk)
     pos = nib.affines.apply_affine(bold_img.affine, centroid_ijk)
     zooms = bold_img.header.get_zooms()
     tr = float(zooms[3]) if len(zooms) > 3 and zooms[3] > 0 else None
