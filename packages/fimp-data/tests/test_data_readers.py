@@ -251,13 +251,13 @@ def test_read_image_folder_errors(tmp_path):
         read_image_folder(tmp_path, tmp_path / "coords.csv", lat_column="latitude")
     df.loc[2, "lat"] = np.nan
     df.to_csv(tmp_path / "nan.csv", index=False)
-    with pytest.raises(NonFiniteError, match="img/p2.png"):
+    with pytest.raises(NonFiniteError, match=r"img/p2\.png"):
         read_image_folder(tmp_path, tmp_path / "nan.csv")
     df2 = df.copy()
     df2.loc[2, "lat"] = 1.0
     df2.loc[3, "image"] = "img/missing.png"
     df2.to_csv(tmp_path / "missing.csv", index=False)
-    with pytest.raises(DataFileNotFoundError, match="missing.png"):
+    with pytest.raises(DataFileNotFoundError, match=r"missing\.png"):
         read_image_folder(tmp_path, tmp_path / "missing.csv")
     df2.loc[3, "image"] = "img/p0.png"
     df2.to_csv(tmp_path / "dup.csv", index=False)
