@@ -70,7 +70,8 @@ class TimeSeriesPatchTokenizer(nn.Module):
         dim: token width d (BrainLM: 256).
         patch_size: samples per patch P (BrainLM: 20 time points).
         coord_dim: width of the node coordinates (BrainLM: 3); 0 = no coordinate term.
-        max_patches: rows of the time-encoding table, the largest L accepted.
+        max_patches: rows of the time-encoding table, the largest L accepted (BrainLM stores 5000;
+            an adapter loads ``pe[:max_patches]`` or builds with ``max_patches=5000``).
         time_encoding: ``"sinusoidal"`` (BrainLM) or ``"none"``.
         remainder: what to do when T is not a multiple of P: ``"error"`` (default), ``"truncate"``
             (drop the last T mod P samples) or ``"pad"`` (pad the last patch with ``pad_value``).
@@ -189,7 +190,7 @@ class TimeSeriesPatchTokenizer(nn.Module):
         patches = self.patchify(signal)
         check_finite(signal, "signal")
         n, length, _ = patches.shape
-        if length > self.max_patches:
+        if self.pos_embedding is not None and length > self.max_patches:
             raise ShapeError(
                 f"signal gives {length} patches but the time encoding has max_patches="
                 f"{self.max_patches} rows; build the tokenizer with max_patches >= {length}."
