@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from fimp.errors import CheckpointError, ConfigError
+from fimp.errors import CheckpointError, ConfigError, ShapeError
 from fimp.models import FIMP, register_model
 from fimp.pretrained.two_stream import (
     FeedForward,
@@ -61,8 +62,10 @@ __all__ = [
     "brainlm_blocks",
     "brainlm_message",
     "brainlm_tokenizer",
+    "brainlm_vitmae_pixels",
     "fimp_brainlm",
     "load_brainlm",
+    "load_brainlm_vitmae",
     "read_brainlm",
 ]
 
@@ -136,7 +139,7 @@ class DepthwiseTokenConv(nn.Module):
         return self.conv(v)
 
 
-def _read_config(root: Path) -> dict[str, Any]:
+def _read_json_config(root: Path) -> dict[str, Any]:
     path = root / "config.json"
     if not path.is_file():
         raise CheckpointError(
@@ -148,12 +151,18 @@ def _read_config(root: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
     if not isinstance(cfg, dict):
         raise CheckpointError(f"{path} must be a JSON object")
+    return cfg
+
+
+def _read_config(root: Path) -> dict[str, Any]:
+    path = root / "config.json"
+    cfg = _read_json_config(root)
     kind = cfg.get("model_type")
     if kind == "vit_mae":
         raise ConfigError(
             f"{path} is a ViT-MAE BrainLM (vitmae_111M / vitmae_650M: stock HF ViT-MAE over the "
-            "recording as an image); load_brainlm reads the legacy Nystromformer model "
-            "(model_type 'brainlm_mae'). Load ViT-MAE weights with a ViT adapter instead."
+            "recording as an image); read_brainlm reads the legacy Nystromformer model "
+            "(model_type 'brainlm_mae'). load_brainlm dispatches to load_brainlm_vitmae for it."
         )
     if kind != "brainlm_mae":
         raise CheckpointError(f"{path}: model_type is {kind!r}, expected 'brainlm_mae'")
@@ -442,7 +451,12 @@ def load_brainlm(
         Nystromformer layers (exact attention + value-stream depthwise convolution, post-LN, final
         ``vit.layernorm``), whose self-loop message equals BrainLM run on that region's own patch
         sequence (see the module docs for this change of context); and a JSON-serialisable config.
+        A ViT-MAE BrainLM directory (``model_type "vit_mae"``) is handed to
+        :func:`load_brainlm_vitmae` (image tokenizer; a node is a whole recording).
     """
+    root = Path(path)
+    if root.is_dir() and _read_json_config(root).get("model_type") == "vit_mae":
+        return load_brainlm_vitmae(root, source_stream=source_stream, freeze=freeze)
     ckpt = read_brainlm(path)
     tok = brainlm_tokenizer(ckpt, max_patches=max_patches)
     message = brainlm_message(ckpt, source_stream=source_stream, freeze=freeze)
@@ -494,3 +508,162 @@ def fimp_brainlm(
     )
     model.pretrained_config = config
     return model
+
+
+# --------------------------------------------------------------------------- ViT-MAE BrainLM
+_VITMAE_TARGET = {16: 432, 14: 434}  # ViTMAEForPreTraining.resize_target_size
+_VITMAE_KEYS = {
+    "layernorm_before": "norm1",
+    "layernorm_after": "norm2",
+    "attention.output.dense": "attn.proj",
+    "intermediate.dense": "mlp.fc1",
+    "output.dense": "mlp.fc2",
+}
+
+
+def brainlm_vitmae_pixels(recording: Tensor, *, patch_size: int = 16, channels: int = 3) -> Tensor:
+    """A recording as the ViT-MAE BrainLM image, as ``ViTMAEForPreTraining.forward`` builds it.
+
+    Args:
+        recording: [V, T] or [B, V, T] (rows = regions, columns = time points), already prepared as
+            upstream's tutorial does (divided by 5.6430855 and regions ordered by A424 Y
+            coordinate for the released models).
+        patch_size: the model's patch size (16 -> 432 x 432 image, 14 -> 434 x 434).
+        channels: the model's input channels (3: the recording is repeated).
+
+    Returns:
+        ``[B, channels, S, S]``: the recording padded symmetrically with -1 to S x S.
+    """
+    if patch_size not in _VITMAE_TARGET:
+        raise ConfigError(f"patch_size must be 16 or 14 (upstream's two cases), got {patch_size}")
+    if recording.dim() == 2:
+        recording = recording.unsqueeze(0)
+    if recording.dim() != 3 or not recording.is_floating_point():
+        raise ShapeError(
+            f"recording must be float [V, T] or [B, V, T], got {tuple(recording.shape)}"
+        )
+    target = _VITMAE_TARGET[patch_size]
+    _, v, t = recording.shape
+    if v > target or t > target or (target - v) % 2 or (target - t) % 2:
+        raise ShapeError(
+            f"a [{v}, {t}] recording cannot be padded symmetrically to {target} x {target} "
+            "(upstream pads (target - size) // 2 on each side; both sizes need the parity of "
+            f"{target} and must not exceed it)"
+        )
+    img = recording.unsqueeze(1).expand(-1, channels, -1, -1)
+    pw, ph = (target - t) // 2, (target - v) // 2
+    return nn.functional.pad(img, (pw, pw, ph, ph), mode="constant", value=-1.0)
+
+
+def brainlm_vitmae_to_timm(config: Mapping[str, Any], state: Mapping[str, Tensor]) -> nn.Module:
+    """The ViT-MAE BrainLM encoder (HF ``ViTMAEModel`` keys) as a timm ``VisionTransformer``.
+
+    HF ViT-MAE blocks are timm blocks under other names: ``layernorm_before`` = ``norm1``,
+    ``attention.attention.{query,key,value}`` = ``attn.qkv`` (rows concatenated ``[q; k; v]``),
+    ``attention.output.dense`` = ``attn.proj``, ``layernorm_after`` = ``norm2``,
+    ``intermediate.dense`` / ``output.dense`` = ``mlp.fc1`` / ``fc2``; ``vit.layernorm`` = ``norm``;
+    ``position_embeddings`` (fixed 2-D sin-cos with a CLS row, stored) = ``pos_embed``. Pre-LN,
+    exact softmax, exact-erf GELU, LayerNorm eps ``layer_norm_eps``.
+    """
+    from functools import partial
+
+    from fimp.pretrained.timm_vit import _require_timm
+
+    timm = _require_timm()
+    d = int(config["hidden_size"])
+    heads = int(config["num_attention_heads"])
+    depth = int(config["num_hidden_layers"])
+    ff = int(config["intermediate_size"])
+    patch = int(config["patch_size"])
+    eps = float(config.get("layer_norm_eps", 1e-12))
+    if config.get("hidden_act", "gelu") != "gelu":
+        raise ConfigError(
+            f"hidden_act={config.get('hidden_act')!r}: only exact 'gelu' is supported"
+        )
+    if patch not in _VITMAE_TARGET:
+        raise ConfigError(f"patch_size={patch}: upstream supports only 16 and 14")
+    pos = state.get("embeddings.position_embeddings")
+    if pos is None:
+        raise CheckpointError("the weights lack vit.embeddings.position_embeddings")
+    n = pos.shape[1] - 1
+    grid = math.isqrt(n)
+    if grid * grid != n or grid * patch != _VITMAE_TARGET[patch]:
+        raise CheckpointError(
+            f"position_embeddings has {n} patch rows; expected a square grid of "
+            f"{_VITMAE_TARGET[patch] // patch}^2 for patch_size {patch}"
+        )
+    model = timm.models.vision_transformer.VisionTransformer(
+        img_size=grid * patch,
+        patch_size=patch,
+        in_chans=int(config.get("num_channels", 3)),
+        num_classes=0,
+        embed_dim=d,
+        depth=depth,
+        num_heads=heads,
+        mlp_ratio=ff / d,
+        qkv_bias=bool(config.get("qkv_bias", True)),
+        class_token=True,
+        global_pool="token",
+        norm_layer=partial(nn.LayerNorm, eps=eps),
+        act_layer=nn.GELU,
+    )
+    sd: dict[str, Tensor] = {
+        "cls_token": state["embeddings.cls_token"],
+        "pos_embed": pos,
+        "patch_embed.proj.weight": state["embeddings.patch_embeddings.projection.weight"],
+        "patch_embed.proj.bias": state["embeddings.patch_embeddings.projection.bias"],
+        "norm.weight": state["layernorm.weight"],
+        "norm.bias": state["layernorm.bias"],
+    }
+    for i in range(depth):
+        hf, tm = f"encoder.layer.{i}.", f"blocks.{i}."
+        for kind in ("weight", "bias"):
+            sd[tm + f"attn.qkv.{kind}"] = torch.cat(
+                [state[hf + f"attention.attention.{x}.{kind}"] for x in ("query", "key", "value")]
+            )
+            for src, dst in _VITMAE_KEYS.items():
+                sd[tm + f"{dst}.{kind}"] = state[hf + f"{src}.{kind}"]
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"ViT-MAE BrainLM weights do not fit: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    return model.eval()
+
+
+def load_brainlm_vitmae(
+    path: str | os.PathLike[str],
+    *,
+    source_stream: Literal["self", "fixed"] = "self",
+    freeze: Literal["all", "attention", "none"] = "all",
+) -> PretrainedComponents:
+    """Load a ViT-MAE BrainLM (``vitmae_111M`` / ``vitmae_650M`` layout) via the timm ViT adapter.
+
+    The directory holds ``config.json`` (``model_type "vit_mae"``) and ``pytorch_model.bin`` or
+    ``model.safetensors`` with HF ViT-MAE keys (``vit.*``; ``decoder.*`` is ignored). Here a node
+    is a whole recording as an image (:func:`brainlm_vitmae_pixels`), tokens = CLS + 16 x 16
+    patches of the padded recording; the self-loop message equals ``ViTMAEModel``'s
+    ``last_hidden_state`` with no masking, in patch order. Needs the ``[timm]`` extra.
+    """
+    from fimp.pretrained.timm_vit import load_timm_vit
+
+    root = Path(path)
+    cfg = _read_json_config(root)
+    if cfg.get("model_type") != "vit_mae":
+        raise CheckpointError(f"{root / 'config.json'}: model_type is {cfg.get('model_type')!r}")
+    need = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+    missing = [k for k in (*need, "patch_size") if k not in cfg]
+    if missing:
+        raise CheckpointError(f"{root / 'config.json'} lacks {missing}")
+    raw, weights = _load_weights(root)
+    state = _strip(raw)
+    model = brainlm_vitmae_to_timm(cfg, state)
+    tok, message, config = load_timm_vit(model, source_stream=source_stream, freeze=freeze)
+    config = {
+        **config,
+        "family": "brainlm_vitmae",
+        "architecture": "BrainLM ViT-MAE (HF ViTMAEModel, pre-LN)",
+        "weights": {"file": str(weights), "sha256": _sha256(weights)},
+        "context": "one recording per node as a padded image (regions x time, -1 padding)",
+    }
+    return PretrainedComponents(tok, message, config)
