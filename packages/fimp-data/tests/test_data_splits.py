@@ -65,7 +65,10 @@ def test_spatial_block_split_leaks_far_less_than_random():
     leak_block, leak_rand = _leakage(blocks, d.edge_index), _leakage(rand, d.edge_index)
     assert leak_rand > 0.6  # ~70% of a random test node's neighbours are training nodes
     assert leak_block < leak_rand / 3
-    assert blocks.params["block_size"] == pytest.approx(10.0, rel=0.05)
+    assert blocks.params["block_size"] == pytest.approx(100 / np.sqrt(66), rel=0.05)  # N/30 blocks
+    assert spatial_block_split(d, num_blocks=100).params["block_size"] == pytest.approx(
+        10.0, rel=0.05
+    )
     assert spatial_block_split(d, seed=0).split_id == blocks.split_id
     assert spatial_block_split(d, seed=1).split_id != blocks.split_id
 

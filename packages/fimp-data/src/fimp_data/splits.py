@@ -244,7 +244,7 @@ def spatial_block_split(
     data: Any,
     *,
     block_size: float | None = None,
-    num_blocks: int = 100,
+    num_blocks: int | None = None,
     val: float = 0.1,
     test: float = 0.2,
     seed: int = 0,
@@ -260,6 +260,9 @@ def spatial_block_split(
             ``pos`` itself (then no dataset checksum is recorded).
         block_size: side of a block in ``pos`` units (degrees for (lat, lon)). Default: the side
             that tiles the bounding box into about ``num_blocks`` squares.
+        num_blocks: target block count when ``block_size`` is None; default
+            ``clip(N / 30, 10, 100)`` (about 30 nodes per block on small data, 100 blocks on
+            large data).
         val, test: target fractions of nodes; whole blocks are added in random order while they
             bring a part closer to its target, so the achieved fractions are approximate.
         groups: optional ``[N]`` sample / slide ids: blocks never span two groups (default: the
@@ -284,6 +287,8 @@ def spatial_block_split(
     xy = pos[:, :2]
     lo, hi = xy.min(axis=0), xy.max(axis=0)
     if block_size is None:
+        if num_blocks is None:
+            num_blocks = int(np.clip(xy.shape[0] // 30, 10, 100))
         if num_blocks < 3:
             raise SplitError(f"num_blocks must be >= 3, got {num_blocks}")
         extent = np.maximum(hi - lo, 1e-12)
