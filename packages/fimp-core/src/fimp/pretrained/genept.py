@@ -21,7 +21,6 @@ token width (design §1).
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import pickle
 import tempfile
@@ -302,9 +301,9 @@ def read_genept(path: str | os.PathLike[str], *, dim: int | None = None) -> Gene
     size = path.stat().st_size
     if size > _MAX_FILE_BYTES:
         raise CheckpointError(f"{path} is {size} bytes; larger than any GenePT file")
-    data = path.read_bytes()
     try:
-        obj = _RestrictedUnpickler(io.BytesIO(data)).load()
+        with open(path, "rb") as fh:
+            obj = _RestrictedUnpickler(fh).load()
     except UnsafePickleError:
         raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
