@@ -15,9 +15,6 @@ import torch
 from test_pretrained_two_stream import ref_attention, ref_two_stream_message
 from torch import Tensor
 
-pytest.importorskip("safetensors")
-from safetensors.torch import save_file
-
 from fimp.errors import CheckpointError, ConfigError, ShapeError
 from fimp.pretrained import load_bert
 from fimp.pretrained.bert import WordPiece
@@ -81,10 +78,16 @@ def write_bert(tmp_path, cfg=CONFIG, seed=0, prefix="", fmt="safetensors"):
     sd = tiny_bert_state_dict(cfg, seed, prefix)
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     if fmt == "safetensors":
-        save_file(sd, str(tmp_path / "model.safetensors"))
+        save_file(sd, tmp_path / "model.safetensors")
     else:
         torch.save(sd, tmp_path / "pytorch_model.bin")
     return {k.removeprefix(prefix): v for k, v in sd.items()}
+
+
+def save_file(sd: dict[str, Tensor], path) -> None:
+    """safetensors' writer; tests that need it are skipped where safetensors is absent."""
+    st = pytest.importorskip("safetensors.torch")
+    st.save_file(sd, str(path))
 
 
 def _ln(x: Tensor, w: Tensor, b: Tensor, eps: float) -> Tensor:
@@ -180,7 +183,7 @@ def test_self_loop_identity_tiny(tmp_path, prefix: str, fmt: str) -> None:
 
 @pytest.mark.parametrize("source_stream", ["self", "fixed"])
 def test_cross_edges_vs_reference(tmp_path, source_stream: str) -> None:
-    sd = write_bert(tmp_path, seed=1)
+    sd = write_bert(tmp_path, seed=1, fmt="bin")
     parts = load_bert(tmp_path, source_stream=source_stream)
     ids, mask = _ids(seed=1)
     ei = torch.tensor([[1, 2, 0, 2], [0, 0, 1, 2]])
@@ -212,7 +215,7 @@ def test_against_transformers_if_installed(tmp_path) -> None:
 
 
 def test_freeze_and_inputs_embeds(tmp_path) -> None:
-    write_bert(tmp_path, seed=3)
+    write_bert(tmp_path, seed=3, fmt="bin")
     parts = load_bert(tmp_path, freeze="attention")
     frozen = set(parts.message.frozen_parameter_names())
     assert "blocks.1.q_proj.weight" in frozen and "blocks.0.mlp.fc1.weight" not in frozen
@@ -230,22 +233,22 @@ def test_freeze_and_inputs_embeds(tmp_path) -> None:
 def test_bad_checkpoints(tmp_path) -> None:
     with pytest.raises(CheckpointError, match=r"config\.json"):
         load_bert(tmp_path)
-    write_bert(tmp_path / "a")
+    write_bert(tmp_path / "a", fmt="bin")
     cfg = dict(CONFIG, hidden_size=32)
     (tmp_path / "a" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match="shape"):
         load_bert(tmp_path / "a")
-    write_bert(tmp_path / "b", cfg=dict(CONFIG, hidden_act="swish"))
+    write_bert(tmp_path / "b", cfg=dict(CONFIG, hidden_act="swish"), fmt="bin")
     with pytest.raises(ConfigError, match="hidden_act"):
         load_bert(tmp_path / "b")
-    write_bert(tmp_path / "c", cfg=dict(CONFIG, num_hidden_layers=1))
+    write_bert(tmp_path / "c", cfg=dict(CONFIG, num_hidden_layers=1), fmt="bin")
     sd_dir = tmp_path / "c"
     full = tiny_bert_state_dict(dict(CONFIG, num_hidden_layers=1))
     del full["encoder.layer.0.output.dense.bias"]
-    save_file(full, str(sd_dir / "model.safetensors"))
+    torch.save(full, sd_dir / "pytorch_model.bin")
     with pytest.raises(CheckpointError, match=r"output\.dense\.bias"):
         load_bert(sd_dir)
-    write_bert(tmp_path / "d")
+    write_bert(tmp_path / "d", fmt="bin")
     tok = load_bert(tmp_path / "d").tokenizer
     with pytest.raises(ShapeError, match="input_ids"):
         tok(torch.full((1, 3), 99))
