@@ -7,6 +7,8 @@ that region's own patch sequence (upstream's embedding for that region, without 
 
 from __future__ import annotations
 
+import json
+
 import torch
 from test_pretrained_brainlm import P, T, brain_data, write_brainlm_dir
 
@@ -45,6 +47,7 @@ def test_self_loop_message_equals_upstream_on_region_sequence(tmp_path):
     tok, message, config = load_brainlm(tmp_path)
     assert isinstance(message, TwoStreamMessage) and config["freeze"] == "all"
     assert len(config["weights"]["sha256"]) == 64
+    assert json.loads(json.dumps(config)) == config  # JSON-serialisable, for records
     signal, xyz = brain_data(n_regions=4, seed=3)
     conv = FIMPConv(message.dim, message=message, combine=None, project=False).eval()
     worst = 0.0

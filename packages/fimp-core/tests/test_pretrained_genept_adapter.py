@@ -7,6 +7,7 @@ the upstream pickle, computed here from the raw pickle numbers by a slow referen
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import numpy as np
@@ -43,6 +44,7 @@ def test_gene_identity_equals_genept_vectors(tmp_path, lists):
     )
     assert isinstance(tok, GeneTokenizer) and isinstance(msg, CrossAttention)
     assert config["embedding_dim"] == E and config["vocab_size"] == 3
+    assert json.loads(json.dumps(config)) == config  # JSON-serialisable, for records
     assert not tok.gene_embedding.weight.requires_grad  # GenePT stays fixed
     assert tok.gene_projection.weight.requires_grad  # the projection to d is learned
     x = torch.zeros(2, 3)  # zero expression: the value term is value_encoder(0) for every token

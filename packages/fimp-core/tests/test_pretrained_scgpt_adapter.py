@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -54,6 +56,7 @@ def test_self_loop_message_equals_upstream_hidden_states(tmp_path, layout):
     tok, message, config = load_scgpt(tmp_path, genes=panel, k=len(panel))
     assert isinstance(tok, GeneTokenizer) and isinstance(message, TwoStreamMessage)
     assert config["weights"]["layout"] == layout and len(config["weights"]["sha256"]) == 64
+    assert json.loads(json.dumps(config)) == config  # JSON-serialisable, for records
     tok.eval()
     conv = FIMPConv(message.dim, message=message, combine=None, project=False).eval()
     with torch.no_grad():
