@@ -388,9 +388,10 @@ def scgpt_tokenizer(
     per-cell 51-level quantile bins fed to the continuous encoder), otherwise ``"continuous"``.
     The mask embedding (value term of entries hidden for reconstruction) is set to
     ``value_encoder(mask_value)`` (``mask_value`` -1 upstream), the input scGPT saw for masked
-    values in pre-training. ``selection="top_k"`` with ``k = max_seq_len - 1`` (default 1199) keeps every non-zero gene of
-    a cell in column order, exactly upstream's ``embed_data`` tokens for cells with at most ``k``
-    expressed genes (upstream subsamples longer cells at random; ``top_k`` keeps the highest).
+    values in pre-training. ``selection="top_k"`` with ``k = max_seq_len - 1`` (default 1199)
+    keeps every non-zero gene of a cell in column order: exactly upstream's ``embed_data`` tokens
+    for cells with at most ``k`` expressed genes (upstream subsamples longer cells at random;
+    ``top_k`` keeps the ``k`` highest). Every node is padded to the longest cell's length.
     """
     if value_encoding is None:
         value_encoding = (
