@@ -391,7 +391,9 @@ def scgpt_tokenizer(
     values in pre-training. ``selection="top_k"`` with ``k = max_seq_len - 1`` (default 1199)
     keeps every non-zero gene of a cell in column order: exactly upstream's ``embed_data`` tokens
     for cells with at most ``k`` expressed genes (upstream subsamples longer cells at random;
-    ``top_k`` keeps the ``k`` highest). Every node is padded to the longest cell's length.
+    ``top_k`` keeps the ``k`` highest). Every node has ``1 + min(k, mapped genes)`` token slots
+    (padding masked), and attention cost grows with its square: choose ``k`` near the number of
+    genes a cell expresses.
     """
     if value_encoding is None:
         value_encoding = (
