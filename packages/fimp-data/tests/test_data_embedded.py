@@ -6,6 +6,7 @@ import hashlib
 import importlib.util
 import json
 import socket
+import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -70,6 +71,28 @@ def test_shipped_file_matches_registry(name):
 def test_embedded_files_are_small():
     total = sum(er.embedded_path(n).stat().st_size for n in EMBEDDED)
     assert total < 15 * 2**20
+
+
+def test_loading_needs_no_optional_dependency():
+    """Load every embedded dataset in a fresh interpreter where the heavy optional packages and
+    the socket module's connect are unavailable."""
+    code = """
+import socket, sys
+for m in ("anndata", "h5py", "PIL", "nibabel", "matplotlib", "scanpy", "pooch"):
+    sys.modules[m] = None
+def refuse(*a, **k):
+    raise AssertionError("network")
+socket.socket.connect = refuse
+socket.create_connection = refuse
+from fimp_data import embedded_readers as er
+print(er.load_spatial_cscc().x.shape[0], len(er.load_fmri_hcp()), len(er.load_fmri_gw()),
+      er.load_image_georelief().x.shape[0])
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == ["621", "7", "5", "3288"]
 
 
 def test_spatial_cscc(no_network):
@@ -267,3 +290,34 @@ def test_bad_files(tmp_path):
     np.savez(tmp_path / "nan.npz", **arrays)
     with pytest.raises(NonFiniteError, match="bold"):
         er.load_fmri_gw(tmp_path / "nan.npz")
+
+
+def test_load_embedded_through_fimp_data_load(no_network, tmp_path, monkeypatch):
+    import fimp_data
+
+    monkeypatch.setenv("FIMP_DATA_DIR", str(tmp_path / "cache"))
+    assert set(EMBEDDED) <= set(fimp_data.list_datasets())
+
+    d = fimp_data.load("spatial-cscc")
+    assert d.x.shape == (621, 2000) and d.sha256 == get_entry("spatial-cscc").files[0].sha256
+    ei = d.edge_index
+    assert ei.shape == (2, 621 * 6)
+    assert torch.equal(torch.bincount(ei[1], minlength=621), torch.full((621,), 6))
+    length = (d.pos[ei[0]] - d.pos[ei[1]]).norm(dim=1)
+    assert (length - 1.0).abs().lt(1e-4).float().mean() > 0.9  # hexagonal neighbours
+    assert (ei[0] != ei[1]).all()
+
+    for name, n_subjects, n_time in (("fmri-hcp", 7, 1200), ("fmri-gw", 5, 355)):
+        graphs = fimp_data.load(name)
+        assert len(graphs) == n_subjects
+        for g in graphs:
+            assert g.x.shape == (94, n_time) and g.edge_index.shape == (2, 94 * 6)
+            assert g.sha256 == get_entry(name).files[0].sha256
+        assert len({g.group for g in graphs}) == n_subjects
+
+    img = fimp_data.load("image-georelief")
+    assert img.x.shape == (3288, 3072) and img.edge_index.shape == (2, 3288 * 8)
+    same_country = (img.y[img.edge_index[0]] == img.y[img.edge_index[1]]).float().mean()
+    assert 0.75 < float(same_country) < 0.9
+    assert torch.unique(torch.cat([img.edge_index[0], img.edge_index[1]])).numel() == 3288
+    assert not (tmp_path / "cache").exists()  # embedded data never touch the cache
