@@ -447,7 +447,9 @@ def load_brainlm(
 
     Returns:
         ``PretrainedComponents(tokenizer, message, config)``: tokenizer ``(signal [N, T], coords
-        [N, 3]) -> (tokens [N, T / P, d], token_mask)``; the message creator over BrainLM's
+        [N, 3]) -> (tokens [N, T / P, d], token_mask)`` (as upstream: ``signal`` robust-scaled
+        BOLD per region, T = 200 for the released model; ``coords`` the regions' raw A424 X, Y, Z
+        in mm, not normalised); the message creator over BrainLM's
         Nystromformer layers (exact attention + value-stream depthwise convolution, post-LN, final
         ``vit.layernorm``), whose self-loop message equals BrainLM run on that region's own patch
         sequence (see the module docs for this change of context); and a JSON-serialisable config.
