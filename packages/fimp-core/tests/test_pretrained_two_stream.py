@@ -311,3 +311,37 @@ def test_bad_input() -> None:
             mlp=nn.Identity(),
         )
     assert repr(msg) == "TwoStreamMessage(8, heads=2, layers=1, source_stream='self', freeze='all')"
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+@pytest.mark.parametrize("source_stream", ["self", "fixed"])
+def test_source_cache_and_node_chunks_give_same_messages(
+    norm_first: bool, source_stream: str
+) -> None:
+    blocks = [make_block(8, 2, norm_first=norm_first, extras=True, seed=s) for s in (12, 13)]
+    x, mask, ei = _graph(6)
+    base = TwoStreamMessage(blocks, source_stream=source_stream, freeze="none")
+    want = _messages(base, x, mask, ei)
+    for kw in (
+        {"source_cache": "stream"},
+        {"node_chunk_size": 2},
+        {"source_cache": "stream", "node_chunk_size": 3},
+    ):
+        msg = TwoStreamMessage(blocks, source_stream=source_stream, freeze="none", **kw)
+        _, s = msg.prepare(x, mask)
+        if kw.get("source_cache") == "stream":  # one [N, L, d] input + one value term per layer
+            assert len(s) == 4 and s[0].shape == x.shape
+        got = _messages(msg, x, mask, ei)
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+    msg = TwoStreamMessage(
+        blocks, source_stream=source_stream, freeze="none", source_cache="stream"
+    )
+    _messages(msg, x, mask, ei).square().sum().backward()
+    assert (
+        blocks[0].k_proj.weight.grad is not None
+        and blocks[1].value_term.conv.weight.grad is not None
+    )
+    with pytest.raises(ConfigError, match="source_cache"):
+        TwoStreamMessage(blocks, source_cache="all")
+    with pytest.raises(ConfigError, match="node_chunk_size"):
+        TwoStreamMessage(blocks, node_chunk_size=0)

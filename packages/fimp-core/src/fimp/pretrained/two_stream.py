@@ -203,6 +203,22 @@ class TransformerBlock(nn.Module):
         b, length, _ = t.shape
         return t.view(b, length, self.heads, self.head_dim).transpose(1, 2)
 
+    def source_input(self, s: Tensor) -> Tensor:
+        """What the key/value projections read: ``norm1(s)`` (pre-LN) or ``s`` (post-LN)."""
+        return self.norm1(s) if self.norm_first else s
+
+    def kv_from_input(
+        self, h: Tensor, key_mask: Tensor, *, with_extra: bool = True
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Key/value heads ``[B, heads, L, d_h]`` (k after ``k_norm``) from :meth:`source_input`,
+        and the value-stream term (None without ``value_term`` or with ``with_extra=False``)."""
+        k = self._split(self.k_proj(h))
+        v = self._split(self.v_proj(h))
+        if self.k_norm is not None:
+            k = self.k_norm(k)
+        extra = self.value_term(v, key_mask) if with_extra and self.value_term is not None else None
+        return k, v, extra
+
     def project_kv(self, s: Tensor, key_mask: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         """Source-stream side of the attention.
 
@@ -214,13 +230,7 @@ class TransformerBlock(nn.Module):
             ``(k, v, extra)``: key and value heads ``[B, heads, L, d_h]`` (k after ``k_norm``) and
             the value-stream term ``[B, heads, L, d_h]`` (None without ``value_term``).
         """
-        h = self.norm1(s) if self.norm_first else s
-        k = self._split(self.k_proj(h))
-        v = self._split(self.v_proj(h))
-        if self.k_norm is not None:
-            k = self.k_norm(k)
-        extra = self.value_term(v, key_mask) if self.value_term is not None else None
-        return k, v, extra
+        return self.kv_from_input(self.source_input(s), key_mask)
 
     def attend(
         self,
@@ -299,6 +309,12 @@ class TwoStreamMessage(MessageCreator):
             context norm and value terms frozen; norms, MLP and layer scale train) or ``"none"``.
         attention_layer: which layer's attention :meth:`edge_messages` returns with
             ``return_attention=True`` (default the last, -1).
+        source_cache: what :meth:`prepare` keeps per node and layer: ``"kv"`` (the source keys and
+            values, so edges only gather them; 2 x L x d numbers per layer) or ``"stream"`` (the
+            normed source stream, L x d per layer: half the memory, keys/values re-projected per
+            edge). Both give the same messages.
+        node_chunk_size: run :meth:`prepare` over at most this many nodes at a time (bounds the
+            peak activation memory of the source stream when no gradient is recorded); None = all.
 
     Messages ``[E, L, d]``: ``Z^(L)`` of the target stream; rows of padded query tokens and all
     rows of an edge whose source has no valid token are exactly zero. Dropout is not applied
@@ -313,6 +329,8 @@ class TwoStreamMessage(MessageCreator):
         source_stream: SourceStream = "self",
         freeze: Freeze = "all",
         attention_layer: int = -1,
+        source_cache: Literal["kv", "stream"] = "kv",
+        node_chunk_size: int | None = None,
     ) -> None:
         super().__init__()
         blocks = list(blocks)
@@ -335,6 +353,16 @@ class TwoStreamMessage(MessageCreator):
             raise ConfigError(
                 f"attention_layer={attention_layer} is out of range for {len(blocks)} blocks"
             )
+        if source_cache not in ("kv", "stream"):
+            raise ConfigError(f"source_cache must be 'kv' or 'stream', got {source_cache!r}")
+        if node_chunk_size is not None and (
+            not isinstance(node_chunk_size, int) or node_chunk_size < 1
+        ):
+            raise ConfigError(
+                f"node_chunk_size must be a positive int or None, got {node_chunk_size!r}"
+            )
+        self.source_cache = source_cache
+        self.node_chunk_size = node_chunk_size
         self.blocks = nn.ModuleList(blocks)
         self.final_norm = final_norm
         self.dim = blocks[0].dim
@@ -400,29 +428,48 @@ class TwoStreamMessage(MessageCreator):
             x: ``[N, L, d]`` node tokens ``H``; token_mask: bool ``[N, L]``.
 
         Returns:
-            ``target_state = (H,)`` and ``source_state`` = per layer ``(k_l, v_l[, extra_l])``,
-            each ``[N, heads, L, d_h]``, computed on the source stream ``S^(l-1)``.
+            ``target_state = (H,)`` and ``source_state`` = per layer ``(k_l, v_l[, extra_l])``
+            (``source_cache="kv"``, each ``[N, heads, L, d_h]``) or ``(h_l[, extra_l])``
+            (``"stream"``, ``h_l`` = the layer's key/value input ``[N, L, d]``), computed on the
+            source stream ``S^(l-1)``.
         """
         self._check(x, token_mask)
         safe, _ = self._safe(token_mask)
+        step = self.node_chunk_size or x.size(0)
+        parts = [
+            self._prepare_nodes(x[i : i + step], safe[i : i + step])
+            for i in range(0, x.size(0), step)
+        ]
+        state = parts[0] if len(parts) == 1 else [torch.cat(ts) for ts in zip(*parts)]
+        return (x,), tuple(state)
+
+    def _prepare_nodes(self, x: Tensor, safe: Tensor) -> list[Tensor]:
         s = x
         state: list[Tensor] = []
         for blk in self.blocks:
-            k, v, extra = blk.project_kv(s, safe)
-            state += [k, v] if extra is None else [k, v, extra]
+            h = blk.source_input(s)
+            k, v, extra = blk.kv_from_input(h, safe)
+            state += [k, v] if self.source_cache == "kv" else [h]
+            if extra is not None:
+                state.append(extra)
             if self.source_stream == "self":
                 s = blk.attend(s, k, v, extra, safe)[0]
-        return (x,), tuple(state)
+        return state
 
-    def _layer_states(self, source_state: State) -> list[tuple[Tensor, Tensor, Tensor | None]]:
+    def _layer_states(
+        self, source_state: State, key_mask: Tensor
+    ) -> list[tuple[Tensor, Tensor, Tensor | None]]:
         out, i = [], 0
-        for has_extra in self._has_extra:
-            if has_extra:
-                out.append((source_state[i], source_state[i + 1], source_state[i + 2]))
-                i += 3
-            else:
-                out.append((source_state[i], source_state[i + 1], None))
+        for blk, has_extra in zip(self.blocks, self._has_extra):
+            if self.source_cache == "kv":
+                k, v = source_state[i], source_state[i + 1]
                 i += 2
+            else:
+                k, v, _ = blk.kv_from_input(source_state[i], key_mask, with_extra=False)
+                i += 1
+            extra = source_state[i] if has_extra else None
+            i += int(has_extra)
+            out.append((k, v, extra))
         if i != len(source_state):
             raise ShapeError(
                 f"source_state has {len(source_state)} tensors, expected {i}: pass what prepare() "
@@ -455,7 +502,7 @@ class TwoStreamMessage(MessageCreator):
         safe, has = self._safe(key_mask)
         att = None
         for i, (blk, (k, v, extra)) in enumerate(
-            zip(self.blocks, self._layer_states(source_state))
+            zip(self.blocks, self._layer_states(source_state, safe))
         ):
             want = return_attention and i == self.attention_layer
             z, a = blk.attend(z, k, v, extra, safe, return_attention=want)
@@ -492,8 +539,11 @@ class TwoStreamMessage(MessageCreator):
     def bytes_per_edge(self, lq: int, lk: int, element_size: int) -> int:
         """Rough per-edge working memory (bytes) for FIMPConv's ``edge_chunk_size="auto"``."""
         hidden = 4 * self.dim
-        per_layer = (3 if any(self._has_extra) else 2) * lk * self.dim  # gathered source state
+        gathered = (2 if self.source_cache == "kv" else 1) + int(any(self._has_extra))
+        per_layer = gathered * lk * self.dim  # gathered source state
         per_layer += 8 * lq * self.dim + lq * hidden + self.heads * lq * lk
+        if self.source_cache == "stream":
+            per_layer += 2 * lk * self.dim  # keys/values re-projected per edge
         return 2 * element_size * len(self.blocks) * per_layer
 
     def __repr__(self) -> str:
