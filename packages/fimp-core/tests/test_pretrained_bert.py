@@ -279,3 +279,17 @@ def test_wordpiece(tmp_path) -> None:
     ids, mask = wp.batch(["the cat", "the cats sat ."])
     assert ids.shape == (2, 7) and mask.sum().item() == 4 + 7
     assert ids[0, 4:].tolist() == [0, 0, 0]
+
+
+def test_num_blocks_truncates(tmp_path) -> None:
+    sd = write_bert(tmp_path, seed=4, fmt="bin")
+    parts = load_bert(tmp_path, num_blocks=1)
+    ids, mask = _ids(seed=4)
+    with torch.no_grad():
+        got = parts.message.encode(*parts.tokenizer(ids, attention_mask=mask))
+    one = dict(CONFIG, num_hidden_layers=1)
+    want = torch.stack([ref_last_hidden_state(sd, one, ids[i], mask[i]) for i in range(3)])
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert parts.config["num_layers"] == 1 and parts.config["num_layers_pretrained"] == 2
+    with pytest.raises(ConfigError, match="num_blocks"):
+        load_bert(tmp_path, num_blocks=0)

@@ -232,3 +232,16 @@ def test_registered_fimp_vit() -> None:
     assert a is not b and torch.equal(a.blocks[0].q_proj.weight, b.blocks[0].q_proj.weight)
     emb = fimp.embed(model, imgs, ei)
     assert emb.shape == (4, 24) and torch.isfinite(emb).all()
+
+
+def test_num_blocks_truncates() -> None:
+    model = tiny_vit(8)
+    parts = load_timm_vit(model, num_blocks=1)
+    imgs = _images(2, seed=5)
+    with torch.no_grad():
+        want = model.norm(model.blocks[0](timm_tokens(model, imgs)))
+        got = parts.message.encode(*parts.tokenizer(imgs))
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert parts.config["num_layers"] == 1 and parts.config["num_layers_pretrained"] == 2
+    with pytest.raises(ConfigError, match="num_blocks"):
+        load_timm_vit(model, num_blocks=3)

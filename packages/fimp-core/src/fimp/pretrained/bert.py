@@ -337,6 +337,7 @@ def load_bert(
     attention_layer: int = -1,
     source_cache: Literal["kv", "stream"] = "kv",
     node_chunk_size: int | None = None,
+    num_blocks: int | None = None,
 ) -> PretrainedComponents:
     """Load a Hugging Face BERT directory as FIMP components.
 
@@ -416,6 +417,12 @@ def load_bert(
         )
     if f"encoder.layer.{layers}.attention.self.query.weight" in sd:
         raise CheckpointError(f"the checkpoint has more than num_hidden_layers={layers} layers")
+    if num_blocks is not None:
+        if not isinstance(num_blocks, int) or not 1 <= num_blocks <= layers:
+            raise ConfigError(
+                f"num_blocks must be an int in [1, {layers}] or None, got {num_blocks!r}"
+            )
+        blocks = blocks[:num_blocks]
     message = TwoStreamMessage(
         blocks,
         final_norm=None,
@@ -432,7 +439,8 @@ def load_bert(
         "source": str(path),
         "dim": d,
         "heads": heads,
-        "num_layers": layers,
+        "num_layers": len(blocks),
+        "num_layers_pretrained": layers,
         "intermediate_size": ffn,
         "hidden_act": act,
         "layer_norm_eps": eps,
@@ -461,6 +469,7 @@ def fimp_bert(
     freeze: Freeze = "all",
     source_cache: Literal["kv", "stream"] = "kv",
     node_chunk_size: int | None = None,
+    num_blocks: int | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """FIMP + a BERT-style text encoder (the out-of-domain control, like the paper's ViT on genes).
@@ -472,6 +481,7 @@ def fimp_bert(
             ``dim=384``); ``None`` = the BERT embeddings (token ids as node features).
         num_layers: FIMPConv layers, each with its own copy of the pretrained creator.
         source_stream, freeze, source_cache, node_chunk_size: see :class:`TwoStreamMessage`.
+        num_blocks: use only the first BERT layers (see :func:`load_bert`).
         **kwargs: passed to :class:`fimp.models.FIMP`.
     """
     import copy
@@ -491,6 +501,7 @@ def fimp_bert(
         freeze=freeze,
         source_cache=source_cache,
         node_chunk_size=node_chunk_size,
+        num_blocks=num_blocks,
     )
     if num_layers < 1:
         raise ConfigError(f"num_layers must be >= 1, got {num_layers}")

@@ -147,6 +147,16 @@ def _image_tokenizer(model: nn.Module) -> nn.Module:
     return tok.eval()
 
 
+def _check_num_blocks(num_blocks: int | None, available: int) -> int:
+    if num_blocks is None:
+        return available
+    if not isinstance(num_blocks, int) or not 1 <= num_blocks <= available:
+        raise ConfigError(
+            f"num_blocks must be an int in [1, {available}] or None, got {num_blocks!r}"
+        )
+    return num_blocks
+
+
 def _check_supported(model: nn.Module) -> None:
     timm = _require_timm()
     if not isinstance(model, timm.models.vision_transformer.VisionTransformer):
@@ -225,6 +235,7 @@ def load_timm_vit(
     attention_layer: int = -1,
     source_cache: Literal["kv", "stream"] = "kv",
     node_chunk_size: int | None = None,
+    num_blocks: int | None = None,
     **model_kwargs: Any,
 ) -> PretrainedComponents:
     """Build FIMP-ViT components from a timm VisionTransformer.
@@ -239,7 +250,10 @@ def load_timm_vit(
             - ``"hf-hub:<repo>"``: downloads with timm (network; needs the ``[hub]`` extra).
         checkpoint: weight file for a model name.
         source_stream, freeze, attention_layer, source_cache, node_chunk_size: see
-            :class:`TwoStreamMessage`. ``freeze="all"``
+            :class:`TwoStreamMessage`.
+        num_blocks: use only the first ``num_blocks`` blocks (then the final norm), a cheaper
+            message creator; None = all. The self-loop message then equals timm's
+            ``forward_intermediates(..., indices=[num_blocks - 1], norm=True)`` tokens. ``freeze="all"``
             also freezes the tokenizer.
 
     Returns:
@@ -282,6 +296,7 @@ def load_timm_vit(
         )
     _check_supported(model)
     blocks = [timm_block_to_transformer_block(b) for b in model.blocks]
+    blocks = blocks[: _check_num_blocks(num_blocks, len(blocks))]
     message = TwoStreamMessage(
         blocks,
         final_norm=_none_if_identity(model.norm),
@@ -302,6 +317,7 @@ def load_timm_vit(
         "dim": message.dim,
         "heads": message.heads,
         "num_layers": len(blocks),
+        "num_layers_pretrained": len(model.blocks),
         "patch_size": list(model.patch_embed.patch_size),
         "img_size": list(model.patch_embed.img_size),
         "num_prefix_tokens": int(model.num_prefix_tokens),
@@ -327,6 +343,7 @@ def fimp_vit(
     freeze: Freeze = "all",
     source_cache: Literal["kv", "stream"] = "kv",
     node_chunk_size: int | None = None,
+    num_blocks: int | None = None,
     model_kwargs: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> nn.Module:
@@ -342,6 +359,7 @@ def fimp_vit(
         num_layers: FIMPConv layers; each gets its own copy of the pretrained creator.
         source_stream, freeze, source_cache, node_chunk_size: see
             :class:`~fimp.pretrained.two_stream.TwoStreamMessage`.
+        num_blocks: use only the first pretrained blocks (cheaper; see :func:`load_timm_vit`).
         model_kwargs: extra ``timm.create_model`` options for a model name.
         **kwargs: passed to :class:`fimp.models.FIMP` (``num_classes``, ``recon_out``, ``aggr``,
             ``dropout``, ``edge_chunk_size``, ...).
@@ -362,6 +380,7 @@ def fimp_vit(
             freeze=freeze,
             source_cache=source_cache,
             node_chunk_size=node_chunk_size,
+            num_blocks=num_blocks,
         )
     else:
         parts = load_timm_vit(
@@ -371,6 +390,7 @@ def fimp_vit(
             freeze=freeze,
             source_cache=source_cache,
             node_chunk_size=node_chunk_size,
+            num_blocks=num_blocks,
             **(model_kwargs or {}),
         )
     if num_layers < 1:
