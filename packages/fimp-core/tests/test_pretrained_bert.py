@@ -293,3 +293,30 @@ def test_num_blocks_truncates(tmp_path) -> None:
     assert parts.config["num_layers"] == 1 and parts.config["num_layers_pretrained"] == 2
     with pytest.raises(ConfigError, match="num_blocks"):
         load_bert(tmp_path, num_blocks=0)
+
+
+def test_gene_symbols_through_word_pieces(tmp_path) -> None:
+    import fimp
+    from fimp.pretrained.bert import bert_gene_tokenizer
+
+    sd = write_bert(tmp_path, seed=5, fmt="bin")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "cd", "##3", "##e", "alb", "##8", "##a"]
+    vocab += [f"[unused{i}]" for i in range(CONFIG["vocab_size"] - len(vocab))]
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    wp = WordPiece(tmp_path / "vocab.txt")
+    parts = load_bert(tmp_path)
+    genes = ["CD3E", "ALB", "CD8A"]
+    tok = bert_gene_tokenizer(parts.tokenizer, wp, genes)
+    word = sd["embeddings.word_embeddings.weight"]
+    want = torch.stack([word[[4, 5, 6]].mean(0), word[7], word[[4, 8, 9]].mean(0)])
+    torch.testing.assert_close(tok.gene_embedding.weight, want)
+    assert not tok.gene_embedding.weight.requires_grad
+    x = torch.rand(5, 3)
+    tokens, mask = tok(x, genes)
+    assert tokens.shape == (5, 3, 16) and bool(mask.all())
+    model = fimp.create_model("fimp_bert", checkpoint=tmp_path, genes=genes, recon_out=1)
+    ei = torch.tensor([[0, 1, 2, 3, 4], [1, 2, 3, 4, 0]])
+    out = model(x, ei, genes=genes)
+    assert out["recon"].shape == (5, 3, 1)
+    with pytest.raises(ConfigError, match="genes"):
+        fimp.create_model("fimp_bert", checkpoint=tmp_path, gene_tokenizer_kwargs={"k": 2})

