@@ -345,3 +345,32 @@ def test_source_cache_and_node_chunks_give_same_messages(
         TwoStreamMessage(blocks, source_cache="all")
     with pytest.raises(ConfigError, match="node_chunk_size"):
         TwoStreamMessage(blocks, node_chunk_size=0)
+
+
+@pytest.mark.parametrize("source_cache", ["kv", "stream"])
+def test_gradients_match_reference(source_cache: str) -> None:
+    blocks = [
+        make_block(8, 2, norm_first=norm_first, extras=True, seed=20 + i)
+        for i, norm_first in enumerate((True, False))
+    ]
+    msg = TwoStreamMessage(
+        blocks, final_norm=nn.LayerNorm(8), freeze="none", source_cache=source_cache
+    )
+    x, mask, ei = _graph(7)
+    x.requires_grad_(True)
+    weight = torch.randn(ei.size(1), 4, 8, generator=torch.Generator().manual_seed(0))
+    (_messages(msg, x, mask, ei) * weight).sum().backward()
+    fast = {n: p.grad.clone() for n, p in msg.named_parameters()}
+    fast_x = x.grad.clone()
+    msg.zero_grad()
+    x.grad = None
+    layers = [ref_block_cross(b) for b in blocks]
+    total = 0.0
+    for e in range(ei.size(1)):
+        j, i = int(ei[0, e]), int(ei[1, e])
+        ref = ref_two_stream_message(layers, msg.final_norm, x[i], x[j], mask[i], mask[j], "self")
+        total = total + (ref * weight[e]).sum()
+    total.backward()
+    for n, p in msg.named_parameters():
+        torch.testing.assert_close(fast[n], p.grad, atol=1e-4, rtol=1e-4, msg=n)
+    torch.testing.assert_close(fast_x, x.grad, atol=1e-4, rtol=1e-4)

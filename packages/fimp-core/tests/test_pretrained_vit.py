@@ -245,3 +245,18 @@ def test_num_blocks_truncates() -> None:
     assert parts.config["num_layers"] == 1 and parts.config["num_layers_pretrained"] == 2
     with pytest.raises(ConfigError, match="num_blocks"):
         load_timm_vit(model, num_blocks=3)
+
+
+def test_attention_weights_through_fimp_conv() -> None:
+    from fimp.nn import FIMPConv
+
+    parts = load_timm_vit(tiny_vit(9), attention_layer=0)
+    tokens, mask = parts.tokenizer(_images(3, seed=6))
+    ei = torch.tensor([[0, 1, 2, 2], [1, 2, 0, 2]])
+    conv = FIMPConv(24, message=parts.message, combine=None, project=False)
+    with torch.no_grad():
+        out, (ei_out, att) = conv(tokens, ei, token_mask=mask, return_attention_weights=True)
+        plain = conv(tokens, ei, token_mask=mask)
+    assert torch.equal(ei_out, ei) and att.shape == (4, 3, 17, 17)
+    torch.testing.assert_close(att.sum(-1), torch.ones(4, 3, 17))
+    torch.testing.assert_close(out, plain, atol=1e-5, rtol=1e-5)
