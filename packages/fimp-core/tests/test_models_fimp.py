@@ -158,3 +158,24 @@ def test_readme_training_example_runs_and_learns():
     )
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.strip().splitlines()[-1].startswith("ok")
+
+
+def test_reset_parameters_keeps_the_supplied_tokenizer_and_message_creators():
+    torch.manual_seed(3)
+    tok = GeneTokenizer(["A", "B"], 8)
+    external = FIMP(
+        tok, dim=8, heads=2, message=lambda i: fimp.nn.CrossAttention(8, 2), num_classes=2
+    )
+    own = FIMP(None, dim=8, heads=2, num_classes=2)
+    before_tok = {k: v.clone() for k, v in tok.state_dict().items()}
+    before_msg = external.convs[0].message.q_proj.weight.clone()
+    before_head, before_own = (
+        external.head[0].weight.clone(),
+        own.convs[0].message.q_proj.weight.clone(),
+    )
+    external.reset_parameters()
+    own.reset_parameters()
+    assert all(torch.equal(before_tok[k], v) for k, v in tok.state_dict().items())
+    assert torch.equal(before_msg, external.convs[0].message.q_proj.weight)
+    assert not torch.equal(before_head, external.head[0].weight)
+    assert not torch.equal(before_own, own.convs[0].message.q_proj.weight)

@@ -86,6 +86,7 @@ class FIMP(nn.Module):
             )
         self.tokenizer = tokenizer
         self.dim = dim
+        self._external_message = message is not None
         self.convs = nn.ModuleList(
             FIMPConv(
                 dim,
@@ -115,9 +116,18 @@ class FIMP(nn.Module):
         self.recon_out = recon_out
 
     def reset_parameters(self) -> None:
-        for module in self.modules():
-            if module is not self and hasattr(module, "reset_parameters"):
-                module.reset_parameters()
+        """Re-initialise what this model created itself: the default (FIMP-base) cross-attention,
+        each layer's projection W, the norms and the heads. The tokenizer and message creators that
+        were passed in (possibly pretrained) are left untouched: reset them yourself if wanted."""
+        for conv in self.convs:
+            if not self._external_message:
+                conv.message.reset_parameters()
+            if conv.lin is not None:
+                conv.lin.reset_parameters()
+        for module in (*self.norms, self.head, self.decoder):
+            for m in module.modules() if module is not None else ():
+                if isinstance(m, (nn.Linear, nn.LayerNorm)):
+                    m.reset_parameters()
 
     def _tokenizer_kwargs(self, data: Data, given: dict[str, Any]) -> dict[str, Any]:
         if self.tokenizer is None:

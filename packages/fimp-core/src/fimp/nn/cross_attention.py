@@ -86,6 +86,9 @@ class CrossAttention(MessageCreator):
             self._split(self.v_proj(x)),
         )
 
+    # The message is out_proj(context): FIMPConv may sum contexts over edges first (mean/sum).
+    linear_output = True
+
     def edge_messages(
         self,
         target_state: State,
@@ -94,10 +97,20 @@ class CrossAttention(MessageCreator):
         key_mask: Tensor,
         *,
         return_attention: bool = False,
+        apply_output: bool = True,
     ) -> Tensor | tuple[Tensor, Tensor]:
+        """Per-edge attention; ``apply_output=False`` returns the context before ``out_proj``."""
         (q,) = target_state
         k, v = source_state
-        return self._attend(q, k, v, query_mask, key_mask, return_attention)
+        return self._attend(q, k, v, query_mask, key_mask, return_attention, apply_output)
+
+    def output(self, context: Tensor, row_weight: Tensor) -> Tensor:
+        """``out_proj`` of a sum of contexts: ``context`` [N, L, d] = sum_j w_j c_j over edges, and
+        ``row_weight`` [N, L] = sum_j w_j over the edges whose row is live; the bias is scaled by it."""
+        out = nn.functional.linear(context, self.out_proj.weight)
+        if self.out_proj.bias is not None:
+            out = out + row_weight.unsqueeze(-1).to(out.dtype) * self.out_proj.bias
+        return out
 
     # -- plain module use -----------------------------------------------------------------------
     def forward(
@@ -128,7 +141,7 @@ class CrossAttention(MessageCreator):
         q = self._split(self.q_proj(query))
         k = self._split(self.k_proj(key_value))
         v = self._split(self.v_proj(key_value))
-        return self._attend(q, k, v, query_mask, key_mask, return_attention)
+        return self._attend(q, k, v, query_mask, key_mask, return_attention, True)
 
     def _attend(
         self,
@@ -138,6 +151,7 @@ class CrossAttention(MessageCreator):
         query_mask: Tensor,
         key_mask: Tensor,
         return_attention: bool,
+        apply_output: bool,
     ) -> Tensor | tuple[Tensor, Tensor]:
         b, _, lq, _ = q.shape
         padded_keys = not bool(key_mask.all())
@@ -158,7 +172,9 @@ class CrossAttention(MessageCreator):
         else:
             mask = safe_keys[:, None, None, :] if padded_keys else None
             ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
-        out = self.out_proj(ctx.transpose(1, 2).reshape(b, lq, self.dim))
+        out = ctx.transpose(1, 2).reshape(b, lq, self.dim)
+        if apply_output:
+            out = self.out_proj(out)
         if padded_keys or padded_queries:
             out = out * _rows_with_keys(query_mask, key_mask).unsqueeze(-1).to(out.dtype)
         return (out, attn) if return_attention else out

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
 
 from fimp.errors import ConfigError
@@ -15,6 +17,63 @@ from fimp.nn.message import MessageCreator, State
 
 _AGGRS = ("mean", "sum", "max")
 _SEGMENT_REDUCE = {"mean": "sum", "sum": "sum", "max": "max"}
+
+
+def _scatter_sum_rows(grad: Tensor, index: Tensor, num_rows: int, index_sorted: bool) -> Tensor:
+    """out[r] = sum of grad[e] over e with index[e] == r, in increasing e (deterministic).
+
+    A CSR [num_rows, E] one-hot matrix times grad [E, F]: one pass over grad, no copy of it. On the
+    CPU this was ~10x faster than index_add_ (serial row scatter) or sort + copy + segment_reduce for
+    [E, heads, L, d_h] gradients, and exact.
+    """
+    num_edges = index.numel()
+    flat = grad.reshape(num_edges, -1)
+    order = (
+        torch.arange(num_edges, device=index.device)
+        if index_sorted
+        else torch.sort(index, stable=True).indices
+    )
+    if flat.dtype in (torch.float32, torch.float64):
+        crow = index.new_zeros(num_rows + 1)
+        crow[1:] = torch.bincount(index, minlength=num_rows).cumsum(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+            csr = torch.sparse_csr_tensor(
+                crow, order, flat.new_ones(num_edges), size=(num_rows, num_edges)
+            )
+        out = csr @ flat
+    else:  # low precision: sparse kernels are not available for every dtype
+        uniq, counts = torch.unique_consecutive(index[order], return_counts=True)
+        red = torch.segment_reduce(flat.index_select(0, order), "sum", lengths=counts, axis=0)
+        out = flat.new_zeros(num_rows, flat.size(1)).index_copy_(0, uniq, red)
+    return out.view(num_rows, *grad.shape[1:])
+
+
+class _Gather(torch.autograd.Function):
+    """``src.index_select(0, index)`` with a fast, deterministic backward (see _scatter_sum_rows)."""
+
+    @staticmethod
+    def forward(ctx, src: Tensor, index: Tensor, index_sorted: bool) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(index)
+        ctx.num_rows = src.size(0)
+        ctx.index_sorted = index_sorted
+        return src.index_select(0, index)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        (index,) = ctx.saved_tensors
+        return _scatter_sum_rows(grad, index, ctx.num_rows, ctx.index_sorted), None, None
+
+
+def gather_rows(src: Tensor, index: Tensor, *, index_sorted: bool = False) -> Tensor:
+    """Rows of ``src`` [N, ...] at ``index`` [E] -> [E, ...], with a fast deterministic backward.
+
+    ``index_sorted=True`` promises that ``index`` is non-decreasing (skips a sort in backward).
+    """
+    if src.requires_grad and torch.is_grad_enabled():
+        return _Gather.apply(src, index, index_sorted)
+    return src.index_select(0, index)
 
 
 def _segment_reduce(src: Tensor, reduce: str, counts: Tensor) -> Tensor:
@@ -166,8 +225,18 @@ class FIMPConv(nn.Module):
             and src_s.numel() > chunk
         )
 
+        # out = W_O(context) commutes with sum/mean: reduce contexts, project once per node
+        defer = (
+            self.aggr != "max"
+            and not return_attention_weights
+            and getattr(self.message, "linear_output", False)
+        )
         fn = _ChunkFn(
-            self.message, _SEGMENT_REDUCE[self.aggr], return_attention_weights, len(target_state)
+            self.message,
+            _SEGMENT_REDUCE[self.aggr],
+            return_attention_weights,
+            len(target_state),
+            defer,
         )
         targets: list[Tensor] = []
         parts: list[Tensor] = []
@@ -194,6 +263,12 @@ class FIMPConv(nn.Module):
             if self.aggr == "mean":
                 deg = torch.bincount(dst, minlength=n).clamp_(min=1).to(x.dtype)
                 agg = agg / deg.view(n, 1, 1)
+            if defer:
+                # live rows: real target token and a source with at least one real token
+                live = torch.bincount(dst, weights=mask.any(-1)[src].to(x.dtype), minlength=n)
+                if self.aggr == "mean":
+                    live = live / deg
+                agg = self.message.output(agg, live.view(n, 1) * mask.to(x.dtype))
 
         out = x + agg if self.combine == "add" else agg
         if self.lin is not None:
@@ -223,20 +298,33 @@ class _ChunkFn:
     """Gather states for a chunk of target-sorted edges, create messages, reduce per target."""
 
     def __init__(
-        self, message: MessageCreator, reduce: str, return_attention: bool, n_target: int
+        self,
+        message: MessageCreator,
+        reduce: str,
+        return_attention: bool,
+        n_target: int,
+        defer_output: bool,
     ) -> None:
         self.message = message
         self.reduce = reduce
         self.return_attention = return_attention
         self.n_target = n_target
+        self.kwargs = {"apply_output": False} if defer_output else {}
 
     def __call__(
         self, src: Tensor, dst: Tensor, counts: Tensor, mask: Tensor, *states: Tensor
     ) -> Tensor | tuple[Tensor, Tensor]:
-        target_state: State = tuple(s.index_select(0, dst) for s in states[: self.n_target])
-        source_state: State = tuple(s.index_select(0, src) for s in states[self.n_target :])
+        target_state: State = tuple(
+            gather_rows(s, dst, index_sorted=True) for s in states[: self.n_target]
+        )
+        source_state: State = tuple(gather_rows(s, src) for s in states[self.n_target :])
         out = self.message.edge_messages(
-            target_state, source_state, mask[dst], mask[src], return_attention=self.return_attention
+            target_state,
+            source_state,
+            mask[dst],
+            mask[src],
+            return_attention=self.return_attention,
+            **self.kwargs,
         )
         att = None
         if self.return_attention:

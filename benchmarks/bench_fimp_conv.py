@@ -1,0 +1,191 @@
+"""FIMPConv speed and memory benchmark (not a test). Prints ratios measured side by side in one run.
+
+Forward + backward, on the CPU unless --device cuda, d = 64, 4 heads, N = E / 8 nodes:
+
+- ``fimp``       FIMPConv fast path (per-node projections, per-edge SDPA, segment aggregation)
+- ``explicit``   FIMPConv with return_attention_weights=True (materialised softmax)
+- ``ampnet``     the predecessor: PyG MessagePassing(aggr="mean") calling nn.MultiheadAttention per edge
+- ``sdpa``       one bare SDPA call over pre-gathered Q/K/V [E, heads, L, d/heads] (the floor)
+- ``transformerconv`` / ``gatconv``  PyG layers on the flattened node vector (width L*d, 4 heads)
+
+Then peak memory (a fresh subprocess per point; peak RSS above the pre-call RSS) of FIMPConv forward +
+backward with and without edge chunking as E grows at fixed N.
+
+    python benchmarks/bench_fimp_conv.py            # the full run (several minutes on 2 cores)
+    python benchmarks/bench_fimp_conv.py --smoke    # tiny sizes, seconds (used by a test)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from torch_geometric.nn import GATConv, MessagePassing, TransformerConv
+
+from fimp.nn import FIMPConv
+
+DIM, HEADS = 64, 4
+
+
+class AMPConv(MessagePassing):
+    """The predecessor (AMPNet, 2022): mean MessagePassing with nn.MultiheadAttention per edge."""
+
+    def __init__(self, embed_dim: int, num_heads: int, num_tokens: int) -> None:
+        super().__init__(aggr="mean")
+        self.embed_dim, self.num_tokens = embed_dim, num_tokens
+        self.attn = torch.nn.MultiheadAttention(embed_dim, num_heads, batch_first=True)
+
+    def forward(self, x, edge_index):
+        return self.propagate(edge_index, x=x)
+
+    def message(self, x_i, x_j):
+        e = x_i.size(0)
+        q = x_i.view(e, self.num_tokens, self.embed_dim)
+        kv = x_j.view(e, self.num_tokens, self.embed_dim)
+        out, _ = self.attn(query=q, key=kv, value=kv)
+        return out.reshape(e, -1)
+
+
+def _time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _cases(length: int, num_edges: int, device: str):
+    torch.manual_seed(0)
+    n = max(num_edges // 8, 2)
+    x = torch.randn(n, length, DIM, device=device)
+    edge_index = torch.randint(0, n, (2, num_edges), device=device)
+
+    def fwd_bwd(module, inp, call):
+        inp = inp.detach().requires_grad_(True)
+        out = call(module, inp)
+        out.sum().backward()
+
+    fimp = FIMPConv(DIM, HEADS).to(device)
+    amp = AMPConv(DIM, HEADS, length).to(device)
+    width = length * DIM
+    tconv = TransformerConv(width, width // HEADS, heads=HEADS).to(device)
+    gat = GATConv(width, width // HEADS, heads=HEADS, add_self_loops=False).to(device)
+    dh = DIM // HEADS
+    q, k, v = (torch.randn(num_edges, HEADS, length, dh, device=device) for _ in range(3))
+
+    def sdpa():
+        qq, kk, vv = (t.detach().requires_grad_(True) for t in (q, k, v))
+        F.scaled_dot_product_attention(qq, kk, vv).sum().backward()
+
+    flat = x.reshape(n, width)
+    return {
+        "fimp": lambda: fwd_bwd(fimp, x, lambda m, t: m(t, edge_index)),
+        "explicit": lambda: fwd_bwd(
+            fimp, x, lambda m, t: m(t, edge_index, return_attention_weights=True)[0]
+        ),
+        "ampnet": lambda: fwd_bwd(amp, flat, lambda m, t: m(t, edge_index)),
+        "sdpa": sdpa,
+        "transformerconv": lambda: fwd_bwd(tconv, flat, lambda m, t: m(t, edge_index)),
+        "gatconv": lambda: fwd_bwd(gat, flat, lambda m, t: m(t, edge_index)),
+    }
+
+
+def speed(lengths, edges, repeats, device) -> None:
+    names = ["fimp", "explicit", "ampnet", "sdpa", "transformerconv", "gatconv"]
+    print(
+        f"\n== forward+backward time (median of {repeats}, seconds), d={DIM}, heads={HEADS}, N=E/8 =="
+    )
+    head = f"{'L':>3} {'E':>7} " + " ".join(f"{n:>15}" for n in names)
+    print(head + f" {'ampnet/fimp':>12} {'fimp/sdpa':>10} {'explicit/fimp':>14}")
+    for length in lengths:
+        for num_edges in edges:
+            cases = _cases(length, num_edges, device)
+            t = {name: _time(cases[name], repeats) for name in names}
+            row = f"{length:>3} {num_edges:>7} " + " ".join(f"{t[n]:>15.4f}" for n in names)
+            print(
+                row + f" {t['ampnet'] / t['fimp']:>12.2f} {t['fimp'] / t['sdpa']:>10.2f}"
+                f" {t['explicit'] / t['fimp']:>14.2f}",
+                flush=True,
+            )
+
+
+_MEM_CHILD = """
+import resource, sys, torch
+from fimp.nn import FIMPConv
+n, length, e, chunk = {n}, {length}, {e}, {chunk!r}
+torch.manual_seed(0)
+conv = FIMPConv({dim}, {heads}, edge_chunk_size=chunk)
+x = torch.randn(n, length, {dim}, requires_grad=True)
+edge_index = torch.randint(0, n, (2, e))
+conv(x, edge_index).sum().backward()  # warm-up: allocator and kernels
+x.grad = None
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+conv(x, edge_index).sum().backward()
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(max(after - before, 0) / 1024.0)
+"""
+
+
+def _peak_mb(n: int, length: int, e: int, chunk) -> float:
+    code = _MEM_CHILD.format(n=n, length=length, e=e, chunk=chunk, dim=DIM, heads=HEADS)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def memory(length: int, n: int, edges, chunk: int) -> None:
+    print(
+        f"\n== peak memory of forward+backward above the pre-call RSS (MiB), L={length}, N={n} =="
+    )
+    print(f"{'E':>7} {'unchunked':>10} {'chunk=' + str(chunk):>12}")
+    rows = []
+    for e in edges:
+        rows.append((e, _peak_mb(n, length, e, None), _peak_mb(n, length, e, chunk)))
+        print(f"{rows[-1][0]:>7} {rows[-1][1]:>10.1f} {rows[-1][2]:>12.1f}", flush=True)
+    (e0, u0, c0), (e1, u1, c1) = rows[0], rows[-1]
+    print(
+        f"growth E={e0}->{e1}: unchunked x{u1 / max(u0, 1e-9):.2f}, chunked x{c1 / max(c0, 1e-9):.2f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (seconds)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    print(
+        json.dumps(
+            {
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),
+                "machine": platform.machine(),
+                "processor": platform.processor() or platform.platform(),
+                "device": args.device,
+                "maxrss_unit": "KiB (Linux ru_maxrss)",
+                "rusage_self_maxrss_now": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            }
+        )
+    )
+    if args.smoke:
+        speed([4], [64], 1, args.device)
+        memory(4, 16, [64, 256], 32)
+        return
+    speed([16, 64], [4_000, 16_000], args.repeats, args.device)
+    speed([16], [64_000], 1, args.device)
+    memory(16, 2_000, [20_000, 40_000, 80_000, 160_000], 4_096)
+
+
+if __name__ == "__main__":
+    main()
