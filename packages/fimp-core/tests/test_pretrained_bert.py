@@ -177,6 +177,9 @@ def test_self_loop_identity_tiny(tmp_path, prefix: str, fmt: str) -> None:
         out = conv(tokens, torch.arange(3).repeat(2, 1), token_mask=tmask)
     want = torch.stack([ref_last_hidden_state(sd, CONFIG, ids[i], mask[i]) for i in range(3)])
     err = (out - want).abs().max().item()
+    print(
+        f"self-loop identity, tiny BERT ({prefix or 'no'} prefix, {fmt}): max abs error {err:.3e}"
+    )
     assert err < 1e-5, err
     assert parts.config["num_layers"] == 2 and parts.config["dim"] == 16
 
