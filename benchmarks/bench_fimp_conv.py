@@ -8,7 +8,8 @@ Forward + backward, on the CPU unless --device cuda, d = 64, 4 heads, N = E / 8 
 - ``sdpa``       one bare SDPA call over pre-gathered Q/K/V [E, heads, L, d/heads] (the floor)
 - ``transformerconv`` / ``gatconv``  PyG layers on the flattened node vector (width L*d, 4 heads)
 
-Then peak memory (a fresh subprocess per point; peak RSS above the pre-call RSS) of FIMPConv forward +
+Then peak memory (a fresh subprocess per point, Linux: peak RSS (VmHWM, reset after a warm-up) above
+the RSS before the call) of FIMPConv forward +
 backward with and without edge chunking as E grows at fixed N.
 
     python benchmarks/bench_fimp_conv.py            # the full run (several minutes on 2 cores)
@@ -20,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -120,19 +120,32 @@ def speed(lengths, edges, repeats, device) -> None:
 
 
 _MEM_CHILD = """
-import resource, sys, torch
+import torch
 from fimp.nn import FIMPConv
+
+
+def hwm_kib():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+
+
+def reset_hwm():
+    with open("/proc/self/clear_refs", "w") as f:  # Linux: "5" resets the peak RSS (VmHWM)
+        f.write("5")
+
+
 n, length, e, chunk = {n}, {length}, {e}, {chunk!r}
 torch.manual_seed(0)
 conv = FIMPConv({dim}, {heads}, edge_chunk_size=chunk)
 x = torch.randn(n, length, {dim}, requires_grad=True)
 edge_index = torch.randint(0, n, (2, e))
-conv(x, edge_index).sum().backward()  # warm-up: allocator and kernels
+conv(x, edge_index).sum().backward()  # warm-up: kernels, thread pools
 x.grad = None
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+reset_hwm()
+before = hwm_kib()
 conv(x, edge_index).sum().backward()
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(max(after - before, 0) / 1024.0)
+print((hwm_kib() - before) / 1024.0)
 """
 
 
@@ -173,8 +186,6 @@ def main() -> None:
                 "machine": platform.machine(),
                 "processor": platform.processor() or platform.platform(),
                 "device": args.device,
-                "maxrss_unit": "KiB (Linux ru_maxrss)",
-                "rusage_self_maxrss_now": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
             }
         )
     )
