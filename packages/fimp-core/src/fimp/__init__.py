@@ -3,6 +3,7 @@
 Nodes carry token sequences; messages are cross-node attention between them (``fimp.nn.FIMPConv``).
 """
 
+from fimp import interpret as interpret
 from fimp import nn, tokenizers
 from fimp.models import FIMP, create_model, embed, list_models, register_model
 
