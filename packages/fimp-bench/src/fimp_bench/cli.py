@@ -1,0 +1,266 @@
+"""``fimp-bench``: run tasks, list tasks/models/datasets, regenerate leaderboards, validate
+submissions. ``fimp-bench <command> --help`` explains each command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+from fimp_bench.errors import BenchError
+
+__all__ = ["main", "parse_seeds"]
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-4"`` -> [0, 1, 2, 3, 4]; ``"0,2,7"`` -> [0, 2, 7]; mixed ``"0-2,5"`` works too."""
+    from fimp_bench.errors import BenchConfigError
+
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part:
+                a, b = part.split("-", 1)
+                seeds += list(range(int(a), int(b) + 1))
+            elif part:
+                seeds.append(int(part))
+    except ValueError as e:
+        raise BenchConfigError(f"cannot read seeds {text!r}; write e.g. 0-4 or 0,1,2") from e
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise BenchConfigError(f"seeds {text!r} must be distinct non-negative integers, e.g. 0-4")
+    return seeds
+
+
+def summary_table(records: list[dict]) -> str:
+    """A plain-text table: per task and model, test metrics mean ± std (ddof=1) over seeds."""
+    from fimp_bench.leaderboard import summarize
+
+    out = []
+    by_task: dict[str, list[dict]] = {}
+    for r in records:
+        by_task.setdefault(r["task"], []).append(r)
+    for task, rs in by_task.items():
+        rows = summarize(rs)
+        metrics = rows[0]["metrics"]
+        head = ["model", *metrics, "N", "#params", "wall/seed"]
+        body = []
+        for row in rows:
+            cells = [row["model"]]
+            for m in metrics:
+                mu, sd = row["test"][m]
+                cells.append(f"{mu:.4f} ± {sd:.4f}" if sd == sd else f"{mu:.4f}")
+            cells += [
+                str(row["n_seeds"]),
+                f"{row['params_trainable']:,}",
+                f"{row['wall_time_s']:.1f}s",
+            ]
+            body.append(cells)
+        widths = [max(len(x) for x in col) for col in zip(head, *body)]
+        fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+        out.append(f"{task} (test split, mean ± std over seeds, ddof=1)")
+        out.append(fmt.format(*head))
+        out.append(fmt.format(*("-" * w for w in widths)))
+        out += [fmt.format(*b) for b in body]
+        out.append("")
+    return "\n".join(out)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from fimp_bench.distributed import init_from_env
+    from fimp_bench.leaderboard import generate
+    from fimp_bench.models import get_model
+    from fimp_bench.tasks import get_preset, resolve_tasks
+    from fimp_bench.train import resolve_device, run_benchmark
+
+    tasks = resolve_tasks(args.task)
+    models = [m for spec in args.model or [] for m in spec.split(",") if m] or None
+    for m in models or []:
+        get_model(m)  # unknown names fail before any work, listing the valid ones
+    seeds = parse_seeds(args.seeds) if args.seeds else list(get_preset(args.preset).seeds)
+    device = resolve_device(args.device)
+    ctx = init_from_env(device)
+    t0 = time.perf_counter()
+    records = run_benchmark(
+        tasks,
+        models,
+        seeds,
+        preset=args.preset,
+        dataset=args.dataset,
+        device=args.device,
+        fill=args.fill,
+        bf16=args.bf16,
+        out=args.out,
+        progress=not args.no_progress,
+        ctx=ctx,
+    )
+    if ctx.is_main:
+        print()
+        print(summary_table(records))
+        written = generate(args.out)
+        plots = [str(p) for p in written if p.suffix == ".png"]
+        print(f"records and tables: {args.out}/<task>/; plots: {', '.join(plots)}")
+        print(f"wall time: {time.perf_counter() - t0:.1f} s ({len(records)} runs)")
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    if args.what == "tasks":
+        from fimp_bench.tasks import TASKS
+
+        for t in TASKS.values():
+            print(
+                f"{t.family:8s} {t.name:20s} v{t.version:5s} {', '.join(t.metrics):18s} "
+                f"quick: {t.default_dataset['quick']}, full: {t.default_dataset['full']}"
+            )
+    elif args.what == "models":
+        from fimp_bench.models import get_model, list_models
+        from fimp_bench.models.registry import registry
+
+        for name in list_models():
+            spec = get_model(name)
+            print(f"{name:20s} {spec.implementation:18s} {spec.source}")
+        for ep, err in registry.plugin_errors.items():
+            print(f"(plugin {ep!r} failed to load: {err})", file=sys.stderr)
+    else:
+        from fimp_bench._data import list_datasets
+
+        for name in list_datasets():
+            print(name)
+    return 0
+
+
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from fimp_bench.leaderboard import check, generate
+
+    if args.check:
+        check(args.root)
+        print(f"{args.root}: leaderboards match the records")
+    else:
+        written = generate(args.root)
+        print(f"wrote {len(written)} files under {args.root}")
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from fimp_bench.validate import validate_submission
+
+    report = validate_submission(
+        args.path,
+        min_seeds=args.min_seeds,
+        smoke=not args.no_smoke,
+        existing=args.leaderboards,
+    )
+    print(report.render())
+    return 0 if report.ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fimp-bench",
+        description="The FIMP benchmark: run tasks, list tasks/models/datasets, regenerate "
+        "leaderboards, validate submissions.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser(
+        "run",
+        help="train and evaluate models on a task or family",
+        description="Train and evaluate models on a task or a whole family (spatial, fmri, "
+        "image); writes one record per (task, model, seed) under OUT, prints a summary table and "
+        "saves a plot. Under torchrun it trains with DDP (gloo on CPU, nccl on GPU).",
+    )
+    r.add_argument(
+        "--task",
+        required=True,
+        help="task (e.g. spatial-expression) or family (spatial, fmri, image)",
+    )
+    r.add_argument("--dataset", default=None, help="dataset name (default: the preset's dataset)")
+    r.add_argument(
+        "--model",
+        action="append",
+        help="model name(s), repeat or comma-separate (default: the task's default models)",
+    )
+    r.add_argument(
+        "--seeds",
+        default=None,
+        help="seeds, e.g. 0-4 or 0,3,7 (default: the preset's, quick = 0-4)",
+    )
+    r.add_argument(
+        "--preset",
+        default="quick",
+        choices=["quick", "full", "smoke"],
+        help="quick (default; embedded data, CPU minutes), full (paper scale, GPU), smoke (tiny)",
+    )
+    r.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cpu", "cuda"],
+        help="device (default auto: CUDA if available)",
+    )
+    r.add_argument(
+        "--fill",
+        default="mean",
+        choices=["mean", "noise", "interpolate"],
+        help="fill of masked values for baselines (default mean; interpolate: time series only)",
+    )
+    r.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
+    r.add_argument(
+        "--out", default="fimp-bench-results", help="output folder (default ./fimp-bench-results)"
+    )
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.set_defaults(func=_cmd_run)
+
+    ls = sub.add_parser(
+        "list",
+        help="list tasks, models or datasets",
+        description="List registered tasks, models (built-in and entry-point plugins) or datasets.",
+    )
+    ls.add_argument("what", choices=["tasks", "models", "datasets"])
+    ls.set_defaults(func=_cmd_list)
+
+    lb = sub.add_parser(
+        "leaderboard",
+        help="regenerate (or --check) the leaderboards",
+        description="Regenerate ROOT/<task>/README.md, results.csv, results.png/.svg and ROOT/README.md from ROOT/<task>/records; with --check, regenerate in a temp folder and fail on any difference.",
+    )
+    lb.add_argument(
+        "--root", default="leaderboards", help="leaderboards folder (default ./leaderboards)"
+    )
+    lb.add_argument(
+        "--check", action="store_true", help="fail (exit 1) if regenerated files differ"
+    )
+    lb.set_defaults(func=_cmd_leaderboard)
+
+    v = sub.add_parser(
+        "validate",
+        help="validate a submission",
+        description="Check a submission folder (<task>/records/<model>/seed-<n>.json): schema, seed count, distinct seeds, no duplicate (task, model, seed), registered model, and a smoke re-run of one seed.",
+    )
+    v.add_argument("path", help="submission folder (or a leaderboards folder)")
+    v.add_argument(
+        "--min-seeds", type=int, default=5, help="required seeds per (task, model) (default 5)"
+    )
+    v.add_argument("--no-smoke", action="store_true", help="skip the smoke re-run")
+    v.add_argument(
+        "--leaderboards",
+        default=None,
+        help="existing leaderboards folder to check duplicates against",
+    )
+    v.set_defaults(func=_cmd_validate)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fimp-bench`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except BenchError as e:
+        print(f"fimp-bench: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,327 @@
+"""Result records: one JSON file per (task, model, seed), validated against a versioned schema.
+
+Layout: ``<out>/<task>/records/<model>/seed-<n>.json``. Writes are atomic (temp file in the same
+folder + ``os.replace``). The schema (:data:`RECORD_SCHEMA`, JSON Schema draft-07 subset) is checked
+by the small validator in this module (types, required keys, enums, minimums, patterns, no extra
+keys at the top level).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from fimp_bench.errors import RecordError
+
+__all__ = [
+    "RECORD_SCHEMA",
+    "SCHEMA_VERSION",
+    "environment_info",
+    "read_record",
+    "read_records",
+    "record_path",
+    "validate_record",
+    "write_record",
+]
+
+SCHEMA_VERSION = "1.0"
+
+_METRICS = {"type": "object", "additionalProperties": {"type": "number"}}
+_SHA = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+
+RECORD_SCHEMA: dict[str, Any] = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "title": "fimp-bench result record",
+    "type": "object",
+    "additionalProperties": False,
+    "required": [
+        "schema_version",
+        "task",
+        "task_version",
+        "dataset",
+        "split_id",
+        "model",
+        "seed",
+        "preset",
+        "mode",
+        "fill",
+        "config",
+        "tuning",
+        "metrics",
+        "best_epoch",
+        "params",
+        "wall_time_s",
+        "peak_memory",
+        "hardware",
+        "versions",
+        "git",
+        "date",
+    ],
+    "properties": {
+        "schema_version": {"type": "string", "enum": [SCHEMA_VERSION]},
+        "task": {"type": "string", "minLength": 1},
+        "task_version": {"type": "string", "minLength": 1},
+        "dataset": {
+            "type": "object",
+            "required": ["name", "sha256"],
+            "properties": {"name": {"type": "string", "minLength": 1}, "sha256": _SHA},
+        },
+        "split_id": {"type": "string", "minLength": 1},
+        "model": {
+            "type": "object",
+            "required": ["name", "registry_key", "implementation", "external_weights"],
+            "properties": {
+                "name": {"type": "string", "minLength": 1},
+                "registry_key": {"type": "string", "minLength": 1},
+                "source": {"type": "string"},
+                "implementation": {"type": "string", "enum": ["official", "re-implementation"]},
+                "external_weights": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["name", "sha256"],
+                        "properties": {"name": {"type": "string", "minLength": 1}, "sha256": _SHA},
+                    },
+                },
+            },
+        },
+        "seed": {"type": "integer", "minimum": 0},
+        "preset": {"type": "string", "enum": ["quick", "full", "smoke"]},
+        "mode": {"type": "string", "enum": ["trained", "zero-shot"]},
+        "fill": {"type": "string", "enum": ["mean", "noise", "interpolate", "none"]},
+        "config": {"type": "object"},
+        "tuning": {
+            "type": "object",
+            "required": ["budget", "trials", "selected"],
+            "properties": {
+                "budget": {"type": "integer", "minimum": 1},
+                "trials": {"type": "array"},
+                "selected": {"type": "integer", "minimum": 0},
+                "selection_metric": {"type": "string"},
+            },
+        },
+        "metrics": {
+            "type": "object",
+            "required": ["val", "test"],
+            "properties": {"val": _METRICS, "test": _METRICS},
+        },
+        "best_epoch": {"type": ["integer", "null"]},
+        "params": {
+            "type": "object",
+            "required": ["trainable", "frozen"],
+            "properties": {
+                "trainable": {"type": "integer", "minimum": 0},
+                "frozen": {"type": "integer", "minimum": 0},
+            },
+        },
+        "wall_time_s": {"type": "number", "minimum": 0},
+        "peak_memory": {
+            "type": "object",
+            "required": ["bytes", "method"],
+            "properties": {
+                "bytes": {"type": "integer", "minimum": 0},
+                "method": {"type": "string"},
+            },
+        },
+        "hardware": {"type": "string", "minLength": 1},
+        "device": {"type": "string"},
+        "world_size": {"type": "integer", "minimum": 1},
+        "versions": {
+            "type": "object",
+            "required": ["python", "torch", "torch_geometric", "fimp", "fimp_data", "fimp_bench"],
+            "additionalProperties": {"type": "string"},
+        },
+        "git": {
+            "type": "object",
+            "required": ["commit", "dirty"],
+            "properties": {"commit": {"type": "string"}, "dirty": {"type": ["boolean", "null"]}},
+        },
+        "date": {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}"},
+        "task_info": {"type": "object"},
+    },
+}
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "object": (dict,),
+    "array": (list,),
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "null": (type(None),),
+}
+
+
+def _type_ok(value: Any, t: str) -> bool:
+    if t in ("integer", "number") and isinstance(value, bool):
+        return False
+    return isinstance(value, _TYPES[t])
+
+
+def _check(value: Any, schema: dict[str, Any], where: str, problems: list[str]) -> None:
+    types = schema.get("type")
+    if types is not None:
+        types = [types] if isinstance(types, str) else types
+        if not any(_type_ok(value, t) for t in types):
+            problems.append(f"{where}: expected {' or '.join(types)}, got {type(value).__name__}")
+            return
+    if "enum" in schema and value not in schema["enum"]:
+        problems.append(f"{where}: {value!r} is not one of {schema['enum']}")
+    if "minimum" in schema and isinstance(value, int | float) and value < schema["minimum"]:
+        problems.append(f"{where}: {value} < minimum {schema['minimum']}")
+    if "minLength" in schema and isinstance(value, str) and len(value) < schema["minLength"]:
+        problems.append(f"{where}: empty string")
+    if "pattern" in schema and isinstance(value, str) and not re.search(schema["pattern"], value):
+        problems.append(f"{where}: {value!r} does not match {schema['pattern']}")
+    if isinstance(value, dict):
+        for key in schema.get("required", []):
+            if key not in value:
+                problems.append(f"{where}: missing required key {key!r}")
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties", True)
+        for key, v in value.items():
+            if key in props:
+                _check(v, props[key], f"{where}.{key}", problems)
+            elif extra is False:
+                problems.append(f"{where}: unexpected key {key!r}")
+            elif isinstance(extra, dict):
+                _check(v, extra, f"{where}.{key}", problems)
+    if isinstance(value, list) and "items" in schema:
+        for i, v in enumerate(value):
+            _check(v, schema["items"], f"{where}[{i}]", problems)
+
+
+def schema_problems(record: Any) -> list[str]:
+    """Every way ``record`` violates :data:`RECORD_SCHEMA` (empty list = valid)."""
+    problems: list[str] = []
+    _check(record, RECORD_SCHEMA, "record", problems)
+    return problems
+
+
+def validate_record(record: Any, *, source: str = "record") -> dict[str, Any]:
+    """Return ``record`` if it matches the schema; raise :class:`RecordError` listing all problems."""
+    problems = schema_problems(record)
+    if problems:
+        raise RecordError(
+            f"{source} does not match record schema {SCHEMA_VERSION}: " + "; ".join(problems)
+        )
+    return record
+
+
+def record_path(out: str | os.PathLike[str], task: str, model: str, seed: int) -> Path:
+    """``<out>/<task>/records/<model>/seed-<seed>.json``."""
+    return Path(out) / task / "records" / model / f"seed-{seed}.json"
+
+
+def dumps(record: dict[str, Any]) -> str:
+    return json.dumps(record, indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temp file in the same folder and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_record(record: dict[str, Any], out: str | os.PathLike[str]) -> Path:
+    """Validate ``record`` and write it atomically to its path under ``out``; returns the path."""
+    validate_record(record)
+    path = record_path(out, record["task"], record["model"]["name"], record["seed"])
+    atomic_write_text(path, dumps(record))
+    return path
+
+
+def read_record(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load and validate one record file (plain JSON; never pickle)."""
+    p = Path(path)
+    try:
+        record = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise RecordError(f"{p}: not valid JSON ({e}); regenerate it with fimp-bench run") from e
+    return validate_record(record, source=str(p))
+
+
+def read_records(root: str | os.PathLike[str]) -> list[tuple[Path, dict[str, Any]]]:
+    """Every ``*/records/*/seed-*.json`` below ``root`` as ``(path, record)``, sorted by path."""
+    return [(p, read_record(p)) for p in sorted(Path(root).glob("*/records/*/seed-*.json"))]
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def hardware_string(device: Any = None) -> str:
+    """``"<CPU model> (<n> cores)"`` and the GPU name when running on CUDA."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    s = f"{cpu} ({n} cores)"
+    if device is not None and getattr(device, "type", None) == "cuda":
+        import torch
+
+        s = f"{torch.cuda.get_device_name(device)}; {s}"
+    return s
+
+
+def environment_info() -> dict[str, Any]:
+    """Versions, git commit + dirty flag (tracked files only) and UTC date for a record."""
+    import sys
+    from importlib import metadata
+
+    import numpy
+    import sklearn
+    import torch
+    import torch_geometric
+
+    def ver(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "unknown"
+
+    commit = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "versions": {
+            "python": sys.version.split()[0],
+            "torch": torch.__version__,
+            "torch_geometric": torch_geometric.__version__,
+            "numpy": numpy.__version__,
+            "scikit_learn": sklearn.__version__,
+            "fimp": ver("fimp-core"),
+            "fimp_data": ver("fimp-data"),
+            "fimp_bench": ver("fimp-bench"),
+        },
+        "git": {"commit": commit or "unknown", "dirty": None if status is None else bool(status)},
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }

@@ -1,0 +1,69 @@
+"""Benchmark tasks and families (design §4).
+
+=========  ====================  ======================================================
+family     task                  metrics
+=========  ====================  ======================================================
+spatial    spatial-expression    MSE, R^2 on masked entries (15%) of test spots
+spatial    spatial-celltype      accuracy, macro-F1
+fmri       fmri-reconstruction   MSE, R^2 on masked patches (20%) of test subjects
+image      image-country         accuracy, macro-F1 (split by lat/lon blocks)
+image      image-zeroshot        accuracy of a linear probe on frozen embeddings (75/25)
+=========  ====================  ======================================================
+"""
+
+from __future__ import annotations
+
+from fimp_bench.errors import UnknownNameError
+from fimp_bench.tasks.base import PRESETS, PreparedTask, Preset, Task, get_preset
+from fimp_bench.tasks.fmri import FMRIReconstruction
+from fimp_bench.tasks.image import ImageCountry, ImageZeroShot
+from fimp_bench.tasks.spatial import SpatialCellType, SpatialExpression
+
+__all__ = [
+    "FAMILIES",
+    "PRESETS",
+    "TASKS",
+    "PreparedTask",
+    "Preset",
+    "Task",
+    "get_preset",
+    "get_task",
+    "list_tasks",
+    "resolve_tasks",
+]
+
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in (
+        SpatialExpression(),
+        SpatialCellType(),
+        FMRIReconstruction(),
+        ImageCountry(),
+        ImageZeroShot(),
+    )
+}
+FAMILIES: dict[str, list[str]] = {}
+for _t in TASKS.values():
+    FAMILIES.setdefault(_t.family, []).append(_t.name)
+
+
+def list_tasks() -> list[str]:
+    """Names of every task, in table order."""
+    return list(TASKS)
+
+
+def get_task(name: str) -> Task:
+    """The task called ``name``; :class:`UnknownNameError` lists the valid names."""
+    if name not in TASKS:
+        raise UnknownNameError(
+            f"unknown task {name!r}; valid tasks: {', '.join(TASKS)}; "
+            f"families: {', '.join(FAMILIES)}"
+        )
+    return TASKS[name]
+
+
+def resolve_tasks(name: str) -> list[Task]:
+    """A task name or a family name (``spatial``, ``fmri``, ``image``) -> its tasks."""
+    if name in FAMILIES:
+        return [TASKS[t] for t in FAMILIES[name]]
+    return [get_task(name)]

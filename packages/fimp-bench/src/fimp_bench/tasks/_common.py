@@ -1,0 +1,69 @@
+"""Helpers shared by the task modules."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch_geometric.data import Data
+from torch_geometric.utils import subgraph
+
+from fimp_bench.errors import BenchConfigError
+
+
+def to_numpy(t) -> np.ndarray:
+    if isinstance(t, torch.Tensor):
+        return t.detach().cpu().numpy()
+    return np.asarray(t)
+
+
+def central_subset(data: Data, max_nodes: int | None) -> Data:
+    """The induced subgraph on the ``max_nodes`` nodes nearest the centroid of ``pos``
+    (all nodes when ``max_nodes`` is None or not smaller than N). Used by the smoke preset."""
+    n = data.num_nodes
+    if max_nodes is None or max_nodes >= n:
+        return data
+    pos = to_numpy(data.pos).astype(np.float64)
+    d = ((pos - pos.mean(axis=0)) ** 2).sum(axis=1)
+    keep = np.sort(np.argsort(d, kind="stable")[:max_nodes])
+    keep_t = torch.as_tensor(keep, dtype=torch.long)
+    out = Data()
+    for key, value in data.items():
+        if key == "edge_index":
+            continue
+        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.size(0) == n:
+            out[key] = value[keep_t]
+        else:
+            out[key] = value
+    ei, _ = subgraph(keep_t, data.edge_index, relabel_nodes=True, num_nodes=n)
+    out.edge_index = ei
+    out.num_nodes = len(keep)
+    return out
+
+
+def require(data: Data, keys: tuple[str, ...], task: str) -> None:
+    missing = [k for k in keys if getattr(data, k, None) is None]
+    if missing:
+        raise BenchConfigError(
+            f"task {task!r} needs Data fields {missing}; load the dataset with fimp_data.load "
+            "or attach them (x [N,F], pos [N,D], edge_index [2,E], y [N])"
+        )
+
+
+def masks_from_indices(n: int, *parts: np.ndarray) -> list[torch.Tensor]:
+    out = []
+    for p in parts:
+        m = torch.zeros(n, dtype=torch.bool)
+        m[torch.as_tensor(p, dtype=torch.long)] = True
+        out.append(m)
+    return out
+
+
+def mask_entries(shape: tuple[int, int], ratio: float, rng: np.random.Generator) -> np.ndarray:
+    """A bool ``[N, F]`` mask with ``round(ratio * F)`` (at least 1) random entries per row."""
+    n, f = shape
+    k = max(1, round(ratio * f))
+    scores = rng.random((n, f))
+    idx = np.argsort(scores, axis=1, kind="stable")[:, :k]
+    mask = np.zeros((n, f), dtype=bool)
+    np.put_along_axis(mask, idx, True, axis=1)
+    return mask

@@ -1,0 +1,209 @@
+"""Task specification: what a task fixes (data, tokens, masking, split, metrics, presets)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from torch_geometric.data import Data
+
+from fimp_bench.errors import BenchConfigError, UnknownNameError
+
+__all__ = ["FILL_STRATEGIES", "PRESETS", "PreparedTask", "Preset", "Task", "fill_masked"]
+
+FILL_STRATEGIES = ("mean", "noise", "interpolate")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Training budget of a preset.
+
+    Attributes:
+        name: ``quick`` (default; embedded data, 2-core CPU), ``full`` (paper scale, GPU) or
+            ``smoke`` (a tiny subset, 2 epochs: used by ``validate`` and the CI scripts).
+        max_epochs: epochs per trial; ``patience``: early-stopping patience in epochs on the
+            validation metric; ``tuning_budget``: number of grid points tried per model and seed
+            (the same for every model); ``seeds``: default seeds.
+    """
+
+    name: str
+    max_epochs: int
+    patience: int
+    tuning_budget: int
+    seeds: tuple[int, ...]
+    batch_size: int = 8
+
+
+PRESETS: dict[str, Preset] = {
+    "quick": Preset("quick", max_epochs=60, patience=10, tuning_budget=2, seeds=(0, 1, 2, 3, 4)),
+    "full": Preset("full", max_epochs=300, patience=30, tuning_budget=4, seeds=tuple(range(10))),
+    "smoke": Preset("smoke", max_epochs=2, patience=2, tuning_budget=1, seeds=(0,), batch_size=4),
+}
+
+
+def get_preset(name: str) -> Preset:
+    """The :class:`Preset` called ``name`` (``quick``, ``full`` or ``smoke``)."""
+    if name not in PRESETS:
+        raise UnknownNameError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+@dataclass
+class PreparedTask:
+    """Everything the trainer needs for one (task, seed, preset).
+
+    ``graphs`` holds one :class:`~torch_geometric.data.Data` for node-level tasks and many for
+    graph-level tasks. Every graph carries:
+
+    - ``x`` ``[N, F]`` float32: the flattened node features with masked entries filled
+      (``fill`` strategy) -- what every model reads;
+    - ``edge_index`` ``[2, E]``;
+    - reconstruction tasks: ``target`` ``[N, F]`` (original values), ``input_mask`` ``[N, F]``
+      bool (True = entry hidden from the model and scored);
+    - classification / probe tasks: ``y`` ``[N]`` long;
+    - node-level tasks: ``train_mask``, ``val_mask``, ``test_mask`` ``[N]`` bool.
+
+    Graph-level splits are index lists into ``graphs`` (``train_idx``, ``val_idx``,
+    ``test_idx``). ``token_shape`` = ``(L, p)``: ``x.view(N, L, p)`` is the token layout that
+    token models read (genes: ``(F, 1)``; time patches: ``(F/20, 20)``; images: pixels as
+    ``(C*H*W, 1)`` with ``token_info["image_shape"]``).
+    """
+
+    task: Task
+    preset: Preset
+    seed: int
+    graphs: list[Data]
+    in_dim: int
+    out_dim: int
+    token_shape: tuple[int, int]
+    token_info: dict[str, Any]
+    info: dict[str, Any]
+    num_classes: int | None = None
+    train_idx: list[int] = field(default_factory=list)
+    val_idx: list[int] = field(default_factory=list)
+    test_idx: list[int] = field(default_factory=list)
+
+    @property
+    def level(self) -> str:
+        return self.task.level
+
+    @property
+    def objective(self) -> str:
+        return self.task.objective
+
+
+class Task:
+    """Base class of a benchmark task. Subclasses set the class attributes and ``prepare``."""
+
+    name: str = ""
+    family: str = ""
+    version: str = "1"
+    level: Literal["node", "graph"] = "node"
+    objective: Literal["reconstruction", "classification", "probe"] = "classification"
+    default_dataset: ClassVar[dict[str, str]] = {}
+    metrics: tuple[str, ...] = ()
+    primary_metric: str = ""
+    description: str = ""
+    default_models: tuple[str, ...] = (
+        "mlp",
+        "gcn",
+        "gat",
+        "graphsage",
+        "gin",
+        "graph-transformer",
+        "gps",
+        "fimp-base",
+    )
+    fill_strategies: tuple[str, ...] = ("mean",)
+
+    def dataset_for(self, preset: str, dataset: str | None = None) -> str:
+        """The dataset name used by ``preset`` (``dataset`` overrides it)."""
+        return dataset or self.default_dataset.get(preset) or self.default_dataset["quick"]
+
+    def prepare(
+        self,
+        *,
+        seed: int,
+        preset: Preset,
+        dataset: str | None = None,
+        data: Data | list[Data] | None = None,
+        fill: str = "mean",
+    ) -> PreparedTask:
+        """Load (or take ``data``), tokenize, mask, fill and split for ``seed``."""
+        raise NotImplementedError
+
+    def spec(self) -> dict[str, Any]:
+        """A JSON-able description of the task (shown by ``fimp-bench list tasks``)."""
+        return {
+            "task": self.name,
+            "family": self.family,
+            "version": self.version,
+            "level": self.level,
+            "objective": self.objective,
+            "datasets": dict(self.default_dataset),
+            "metrics": list(self.metrics),
+            "primary_metric": self.primary_metric,
+            "description": self.description,
+        }
+
+    def check_fill(self, fill: str) -> None:
+        if fill not in self.fill_strategies:
+            raise BenchConfigError(
+                f"fill strategy {fill!r} is not available for task {self.name!r}; "
+                f"choose one of {', '.join(self.fill_strategies)}"
+            )
+
+
+def fill_masked(
+    x: np.ndarray,
+    mask: np.ndarray,
+    *,
+    strategy: str,
+    reference: np.ndarray,
+    reference_mask: np.ndarray,
+    rng: np.random.Generator,
+    time_axis_len: int | None = None,
+) -> np.ndarray:
+    """Fill the masked entries of ``x`` for models that read one vector per node.
+
+    Args:
+        x: ``[N, F]`` values; ``mask``: ``[N, F]`` bool, True = masked (to fill).
+        strategy: ``mean`` (per-feature mean of the observed entries of ``reference``, i.e. the
+            training nodes), ``noise`` (Gaussian with that per-feature mean and std), or
+            ``interpolate`` (linear interpolation in time between the node's nearest observed
+            samples; ``time_axis_len`` = samples per node, features are time-ordered).
+        reference, reference_mask: ``[M, F]`` training values and their masks (statistics source).
+
+    Returns:
+        ``[N, F]`` float32 copy with masked entries replaced.
+    """
+    out = x.astype(np.float32, copy=True)
+    observed = np.where(reference_mask, np.nan, reference).astype(np.float64)
+    mean = np.nan_to_num(np.nanmean(observed, axis=0), nan=0.0)
+    if strategy == "mean":
+        out[mask] = np.broadcast_to(mean, x.shape)[mask]
+    elif strategy == "noise":
+        std = np.nan_to_num(np.nanstd(observed, axis=0), nan=1.0)
+        noise = rng.standard_normal(x.shape) * std + mean
+        out[mask] = noise[mask]
+    elif strategy == "interpolate":
+        if time_axis_len is None:
+            raise BenchConfigError("fill='interpolate' needs time-ordered features (fMRI tasks)")
+        t = np.arange(x.shape[1])
+        for i in np.flatnonzero(mask.any(axis=1)):
+            keep = ~mask[i]
+            if keep.sum() == 0:
+                out[i] = mean
+                continue
+            out[i, mask[i]] = np.interp(t[mask[i]], t[keep], x[i, keep])
+    else:
+        raise BenchConfigError(
+            f"unknown fill strategy {strategy!r}; choose one of {', '.join(FILL_STRATEGIES)}"
+        )
+    return out
+
+
+def as_long(a) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(a), dtype=torch.long)

@@ -1,0 +1,161 @@
+"""fMRI masked-signal reconstruction (BrainLM-style tokens), split by subject.
+
+Each subject's parcel series ``[R, T]`` is cut into windows of ``window`` TRs (``stride`` apart);
+each window is z-scored per region and becomes one graph (node = region, the dataset's kNN graph
+on region centres). A region's window is ``window / 20`` tokens of 20 samples (BrainLM patches).
+20% of each region's patches are masked; models predict the masked samples. MSE and
+R^2 = 1 - SS_res/SS_tot over all masked samples of the test subjects' windows pooled.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch_geometric.data import Data
+
+from fimp_bench import _data
+from fimp_bench.errors import BenchConfigError
+from fimp_bench.tasks._common import require, to_numpy
+from fimp_bench.tasks.base import PreparedTask, Preset, Task, fill_masked
+
+__all__ = ["FMRIReconstruction"]
+
+PATCH = 20
+#: (window, stride, max subjects, max windows per subject) per preset.
+_WINDOWS = {
+    "quick": (200, 200, None, None),
+    "full": (200, 100, None, None),
+    "smoke": (40, 40, 5, 2),
+}
+_VAL, _TEST = 0.2, 0.2
+
+
+def _zscore(w: np.ndarray) -> np.ndarray:
+    mu = w.mean(axis=1, keepdims=True)
+    sd = w.std(axis=1, keepdims=True)
+    return (w - mu) / np.where(sd > 0, sd, 1.0)
+
+
+class FMRIReconstruction(Task):
+    name = "fmri-reconstruction"
+    family = "fmri"
+    version = "1.0"
+    level = "graph"
+    objective = "reconstruction"
+    metrics = ("mse", "r2")
+    primary_metric = "r2"
+    fill_strategies = ("mean", "noise", "interpolate")
+    mask_ratio = 0.2
+    default_dataset: ClassVar[dict[str, str]] = {
+        "quick": "fmri-hcp",
+        "smoke": "fmri-hcp",
+        "full": "fmri-ukb",
+    }
+    description = (
+        "Masked BOLD reconstruction: windows of 200 TRs, z-scored per region, 20-sample patches "
+        "(BrainLM tokens), 20% of each region's patches masked; MSE and R^2 over all masked "
+        "samples of the test subjects. Split by subject (fimp_data.group_split)."
+    )
+
+    def prepare(
+        self,
+        *,
+        seed: int,
+        preset: Preset,
+        dataset: str | None = None,
+        data: list[Data] | None = None,
+        fill: str = "mean",
+    ) -> PreparedTask:
+        self.check_fill(fill)
+        name = self.dataset_for(preset.name, dataset)
+        if data is None:
+            data = _data.load_dataset(name)
+        else:
+            name = str(getattr(data[0], "dataset", None) or "user-data")
+        if not isinstance(data, list) or not data:
+            raise BenchConfigError(
+                f"task {self.name!r} needs a graph-level dataset (a non-empty list of Data, one "
+                "per subject); got " + type(data).__name__
+            )
+        sha = _data.dataset_sha256(data)
+        window, stride, max_subjects, max_windows = _WINDOWS[preset.name]
+        subjects = data[:max_subjects] if max_subjects else data
+        for d in subjects:
+            require(d, ("x", "edge_index"), self.name)
+        split = _data.split_nodes("group", list(subjects), seed=seed, val=_VAL, test=_TEST)
+        rng = np.random.default_rng(seed)
+        windows: list[tuple[int, np.ndarray, np.ndarray, Data]] = []
+        for s, d in enumerate(subjects):
+            series = to_numpy(d.x).astype(np.float64)
+            t_len = series.shape[1]
+            if t_len < window:
+                raise BenchConfigError(
+                    f"subject {s} has {t_len} time points; the {preset.name} preset needs at "
+                    f"least {window}"
+                )
+            starts = list(range(0, t_len - window + 1, stride))[:max_windows]
+            for start in starts:
+                w = _zscore(series[:, start : start + window]).astype(np.float32)
+                n_patch = window // PATCH
+                k = max(1, round(self.mask_ratio * n_patch))
+                order = np.argsort(rng.random((w.shape[0], n_patch)), axis=1, kind="stable")
+                pmask = np.zeros((w.shape[0], n_patch), dtype=bool)
+                np.put_along_axis(pmask, order[:, :k], True, axis=1)
+                mask = np.repeat(pmask, PATCH, axis=1)
+                windows.append((s, w, mask, d))
+        train_subj = set(split.train.tolist())
+        ref = np.concatenate([w for s, w, _, _ in windows if s in train_subj])
+        ref_mask = np.concatenate([m for s, _, m, _ in windows if s in train_subj])
+        graphs, tr, va, te = [], [], [], []
+        val_subj, test_subj = set(split.val.tolist()), set(split.test.tolist())
+        for i, (s, w, mask, d) in enumerate(windows):
+            x = fill_masked(
+                w,
+                mask,
+                strategy=fill,
+                reference=ref,
+                reference_mask=ref_mask,
+                rng=rng,
+                time_axis_len=window,
+            )
+            pos = d.pos.float() if getattr(d, "pos", None) is not None else None
+            graphs.append(
+                Data(
+                    x=torch.from_numpy(x),
+                    target=torch.from_numpy(w),
+                    input_mask=torch.from_numpy(mask),
+                    edge_index=d.edge_index,
+                    pos=pos,
+                    subject=torch.tensor([s]),
+                )
+            )
+            (
+                tr if s in train_subj else va if s in val_subj else te if s in test_subj else []
+            ).append(i)
+        return PreparedTask(
+            task=self,
+            preset=preset,
+            seed=seed,
+            graphs=graphs,
+            in_dim=window,
+            out_dim=window,
+            token_shape=(window // PATCH, PATCH),
+            token_info={"kind": "timeseries", "patch_size": PATCH, "window": window},
+            info={
+                "dataset": name,
+                "dataset_sha256": sha,
+                "split_id": split.split_id,
+                "fill": fill,
+                "mask_ratio": self.mask_ratio,
+                "num_graphs": len(graphs),
+                "num_nodes": int(subjects[0].x.size(0)),
+                "num_features": window,
+                "window": window,
+                "stride": stride,
+            },
+            train_idx=tr,
+            val_idx=va,
+            test_idx=te,
+        )

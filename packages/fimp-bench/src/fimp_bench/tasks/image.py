@@ -1,0 +1,143 @@
+"""Image tasks on a geographic image graph: country classification and a zero-shot linear probe.
+
+Node = image (``x`` = flattened ``C x H x W`` pixels), graph = the dataset's recipe (haversine kNN
+on lat/lon), label = country. ``image-country`` splits by blocks of (lat, lon)
+(``fimp_data.spatial_block_split``); ``image-zeroshot`` trains nothing: a scikit-learn
+LogisticRegression is fitted on frozen node embeddings of 75% of the nodes (random split) and
+scored on the other 25%.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch_geometric.data import Data
+
+from fimp_bench import _data
+from fimp_bench.tasks._common import central_subset, masks_from_indices, require, to_numpy
+from fimp_bench.tasks.base import PreparedTask, Preset, Task
+
+__all__ = ["ImageCountry", "ImageZeroShot"]
+
+_MAX_NODES = {"quick": None, "full": None, "smoke": 150}
+
+
+def _pixels(data: Data, train: np.ndarray, image_shape: tuple[int, int, int]) -> np.ndarray:
+    """Pixels scaled to [0, 1] (uint8 /255) and standardised per channel on training nodes."""
+    x = to_numpy(data.x).astype(np.float32)
+    if x.max() > 1.5:
+        x = x / 255.0
+    c = image_shape[0]
+    img = x.reshape(x.shape[0], c, -1)
+    mu = img[train].mean(axis=(0, 2), keepdims=True)
+    sd = img[train].std(axis=(0, 2), keepdims=True)
+    return ((img - mu) / np.where(sd > 0, sd, 1.0)).reshape(x.shape[0], -1).astype(np.float32)
+
+
+class _ImageBase(Task):
+    family = "image"
+    level = "node"
+    default_dataset: ClassVar[dict[str, str]] = {
+        "quick": "image-georelief",
+        "smoke": "image-georelief",
+        "full": "image-mapillary",
+    }
+    split_kind = "spatial_block"
+    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+
+    def prepare(
+        self,
+        *,
+        seed: int,
+        preset: Preset,
+        dataset: str | None = None,
+        data: Data | None = None,
+        fill: str = "mean",
+    ) -> PreparedTask:
+        self.check_fill(fill)
+        name = self.dataset_for(preset.name, dataset)
+        if data is None:
+            data = _data.load_dataset(name)
+        else:
+            name = str(getattr(data, "dataset", None) or "user-data")
+        require(data, ("x", "pos", "edge_index", "y"), self.name)
+        sha = _data.dataset_sha256(data)
+        data = central_subset(data, _MAX_NODES.get(preset.name))
+        image_shape = tuple(int(v) for v in getattr(data, "image_shape", None) or (3, 32, 32))
+        split = _data.split_nodes(
+            self.split_kind, data, seed=seed, val=self.fractions[1], test=self.fractions[2]
+        )
+        x = _pixels(data, split.train, image_shape)
+        y = torch.as_tensor(to_numpy(data.y), dtype=torch.long)
+        n = data.num_nodes
+        tr, va, te = masks_from_indices(n, split.train, split.val, split.test)
+        g = Data(
+            x=torch.from_numpy(x),
+            y=y,
+            edge_index=data.edge_index,
+            pos=data.pos.float(),
+            train_mask=tr,
+            val_mask=va,
+            test_mask=te,
+        )
+        num_classes = int(y.max()) + 1
+        return PreparedTask(
+            task=self,
+            preset=preset,
+            seed=seed,
+            graphs=[g],
+            in_dim=x.shape[1],
+            out_dim=num_classes,
+            num_classes=num_classes,
+            token_shape=(x.shape[1], 1),
+            token_info={"kind": "image", "image_shape": list(image_shape)},
+            info={
+                "dataset": name,
+                "dataset_sha256": sha,
+                "split_id": split.split_id,
+                "fill": "none",
+                "num_nodes": n,
+                "num_edges": int(data.edge_index.size(1)),
+                "num_features": x.shape[1],
+            },
+        )
+
+
+class ImageCountry(_ImageBase):
+    name = "image-country"
+    version = "1.0"
+    objective = "classification"
+    metrics = ("accuracy", "macro_f1")
+    primary_metric = "accuracy"
+    description = (
+        "Country of each image from its pixels and its geographic neighbours; split by blocks "
+        "of (lat, lon) so test images' neighbourhoods are mostly unseen; accuracy and macro-F1."
+    )
+
+
+class ImageZeroShot(_ImageBase):
+    name = "image-zeroshot"
+    version = "1.0"
+    objective = "probe"
+    metrics = ("accuracy", "macro_f1")
+    primary_metric = "accuracy"
+    split_kind = "random"
+    fractions = (0.75, 0.0, 0.25)
+    default_models = (
+        "majority",
+        "mlp",
+        "gcn",
+        "gat",
+        "graphsage",
+        "gin",
+        "graph-transformer",
+        "gps",
+        "fimp-base",
+    )
+    description = (
+        "Zero-shot: no graph training. Frozen node embeddings (untrained models at the seed's "
+        "initialisation, or pretrained ones) -> scikit-learn LogisticRegression fitted on a "
+        "random 75% of the nodes, accuracy on the other 25%."
+    )

@@ -1,0 +1,205 @@
+"""Spatial transcriptomics tasks: masked gene-expression reconstruction and cell-type labels.
+
+Node = spot/cell, graph = the dataset's spatial neighbour graph (fimp_data's registry recipe),
+tokens = one per gene of the panel (top-variance genes of the training nodes after log1p), value +
+gene id. Split = ``fimp_data.spatial_block_split`` (about 60/20/20 of the spots, in whole blocks).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch_geometric.data import Data
+
+from fimp_bench import _data
+from fimp_bench.tasks._common import (
+    central_subset,
+    mask_entries,
+    masks_from_indices,
+    require,
+    to_numpy,
+)
+from fimp_bench.tasks.base import PreparedTask, Preset, Task, fill_masked
+
+__all__ = ["SpatialCellType", "SpatialExpression"]
+
+#: Panel size (tokens per node) and node cap per preset.
+_PANEL = {"quick": 32, "full": 256, "smoke": 12}
+_MAX_NODES = {"quick": None, "full": None, "smoke": 120}
+_VAL, _TEST = 0.2, 0.2
+
+
+def _expression(data: Data, train: np.ndarray, n_genes: int) -> tuple[np.ndarray, list[str]]:
+    """log1p values of the ``n_genes`` highest-variance genes (variance on training nodes),
+    standardised with training-node mean and std. Returns ``([N, G] float32, gene names)``."""
+    x = to_numpy(data.x).astype(np.float64)
+    if x.min() < 0:
+        raise ValueError("expression values must be non-negative before log1p")
+    x = np.log1p(x)
+    var = x[train].var(axis=0)
+    genes = np.sort(np.argsort(-var, kind="stable")[:n_genes])
+    x = x[:, genes]
+    mu, sd = x[train].mean(axis=0), x[train].std(axis=0)
+    x = (x - mu) / np.where(sd > 0, sd, 1.0)
+    names = list(
+        getattr(data, "feature_names", None) or [f"gene{i}" for i in range(data.x.size(1))]
+    )
+    return x.astype(np.float32), [str(names[g]) for g in genes]
+
+
+class _SpatialBase(Task):
+    family = "spatial"
+    level = "node"
+    default_dataset: ClassVar[dict[str, str]] = {
+        "quick": "spatial-cscc",
+        "smoke": "spatial-cscc",
+        "full": "spatial-slideseqv2",
+    }
+
+    def _load(
+        self, preset: Preset, dataset: str | None, data: Data | None
+    ) -> tuple[Data, str, str]:
+        name = self.dataset_for(preset.name, dataset)
+        if data is None:
+            data = _data.load_dataset(name)
+        else:
+            name = str(getattr(data, "dataset", None) or "user-data")
+        require(data, ("x", "pos", "edge_index"), self.name)
+        sha = _data.dataset_sha256(data)
+        return central_subset(data, _MAX_NODES.get(preset.name)), name, sha
+
+    def _split(self, data: Data, seed: int, sha: str) -> _data.SplitIndices:
+        return _data.split_nodes("spatial_block", data, seed=seed, val=_VAL, test=_TEST)
+
+
+class SpatialExpression(_SpatialBase):
+    name = "spatial-expression"
+    version = "1.0"
+    objective = "reconstruction"
+    metrics = ("mse", "r2")
+    primary_metric = "r2"
+    fill_strategies = ("mean", "noise")
+    mask_ratio = 0.15
+    description = (
+        "Masked gene-expression reconstruction: 15% of the (spot, gene) entries of every spot are "
+        "hidden; models predict them. MSE and R^2 = 1 - SS_res/SS_tot over all masked entries "
+        "of the test spots pooled. Values: log1p, standardised per gene on training spots."
+    )
+
+    def prepare(
+        self,
+        *,
+        seed: int,
+        preset: Preset,
+        dataset: str | None = None,
+        data: Data | None = None,
+        fill: str = "mean",
+    ) -> PreparedTask:
+        self.check_fill(fill)
+        data, name, sha = self._load(preset, dataset, data)
+        split = self._split(data, seed, sha)
+        values, genes = _expression(data, split.train, _PANEL[preset.name])
+        rng = np.random.default_rng(seed)
+        mask = mask_entries(values.shape, self.mask_ratio, rng)
+        x = fill_masked(
+            values,
+            mask,
+            strategy=fill,
+            reference=values[split.train],
+            reference_mask=mask[split.train],
+            rng=rng,
+        )
+        n = data.num_nodes
+        tr, va, te = masks_from_indices(n, split.train, split.val, split.test)
+        g = Data(
+            x=torch.from_numpy(x),
+            target=torch.from_numpy(values),
+            input_mask=torch.from_numpy(mask),
+            edge_index=data.edge_index,
+            pos=data.pos.float(),
+            train_mask=tr,
+            val_mask=va,
+            test_mask=te,
+        )
+        return PreparedTask(
+            task=self,
+            preset=preset,
+            seed=seed,
+            graphs=[g],
+            in_dim=values.shape[1],
+            out_dim=values.shape[1],
+            token_shape=(values.shape[1], 1),
+            token_info={"kind": "gene", "genes": genes},
+            info={
+                "dataset": name,
+                "dataset_sha256": sha,
+                "split_id": split.split_id,
+                "fill": fill,
+                "mask_ratio": self.mask_ratio,
+                "num_nodes": n,
+                "num_edges": int(data.edge_index.size(1)),
+                "num_features": values.shape[1],
+            },
+        )
+
+
+class SpatialCellType(_SpatialBase):
+    name = "spatial-celltype"
+    version = "1.0"
+    objective = "classification"
+    metrics = ("accuracy", "macro_f1")
+    primary_metric = "accuracy"
+    description = (
+        "Cell-type / cluster classification of spots from their gene panel (log1p, standardised "
+        "on training spots); accuracy and macro-F1 on the test spots."
+    )
+
+    def prepare(
+        self,
+        *,
+        seed: int,
+        preset: Preset,
+        dataset: str | None = None,
+        data: Data | None = None,
+        fill: str = "mean",
+    ) -> PreparedTask:
+        self.check_fill(fill)
+        data, name, sha = self._load(preset, dataset, data)
+        require(data, ("y",), self.name)
+        split = self._split(data, seed, sha)
+        values, genes = _expression(data, split.train, _PANEL[preset.name])
+        y = torch.as_tensor(to_numpy(data.y), dtype=torch.long)
+        n = data.num_nodes
+        tr, va, te = masks_from_indices(n, split.train, split.val, split.test)
+        g = Data(
+            x=torch.from_numpy(values),
+            y=y,
+            edge_index=data.edge_index,
+            pos=data.pos.float(),
+            train_mask=tr,
+            val_mask=va,
+            test_mask=te,
+        )
+        num_classes = int(y.max()) + 1
+        return PreparedTask(
+            task=self,
+            preset=preset,
+            seed=seed,
+            graphs=[g],
+            in_dim=values.shape[1],
+            out_dim=num_classes,
+            num_classes=num_classes,
+            token_shape=(values.shape[1], 1),
+            token_info={"kind": "gene", "genes": genes},
+            info={
+                "dataset": name,
+                "dataset_sha256": sha,
+                "split_id": split.split_id,
+                "fill": "none",
+                "num_nodes": n,
+                "num_edges": int(data.edge_index.size(1)),
+                "num_features": values.shape[1],
+            },
+        )

@@ -1,0 +1,505 @@
+"""The training loop: seeds, tuning grid, early stopping, DDP, zero-shot probes, records.
+
+One explicit loop, no framework. Per (task, model, seed): for each configuration of the model's
+tuning grid (the preset's ``tuning_budget``, the same for every model) the model is initialised
+from the seed, trained with AdamW up to ``max_epochs`` with early stopping on the task's primary
+validation metric (``patience`` epochs), and the best-validation checkpoint is kept. The trial with
+the best validation metric is evaluated on the test split. Node-level tasks train full-batch (all
+training nodes in one step) in one process; under DDP each rank trains on k-hop subgraphs of its
+share of the training nodes (see :mod:`fimp_bench.distributed`), which gives the same gradient.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import random
+import resource
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch_geometric.data import Batch, Data
+from torch_geometric.utils import k_hop_subgraph
+from tqdm.auto import tqdm
+
+from fimp_bench.distributed import DistContext
+from fimp_bench.errors import BenchConfigError
+from fimp_bench.metrics import METRIC_DIRECTIONS, classification_metrics, reconstruction_metrics
+from fimp_bench.models.registry import ModelSpec
+from fimp_bench.tasks.base import PreparedTask
+
+__all__ = [
+    "TrialResult",
+    "count_parameters",
+    "evaluate",
+    "resolve_device",
+    "seed_everything",
+    "train_trial",
+]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's ``random``, NumPy's global RNG and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))  # noqa: NPY002 - third-party code draws from it
+    torch.manual_seed(seed)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when available else CPU; ``cpu``; ``cuda`` (error if unavailable)."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BenchConfigError("--device cuda was requested but torch sees no CUDA device; use cpu")
+    if device not in ("cpu", "cuda"):
+        raise BenchConfigError(f"unknown device {device!r}; choose auto, cpu or cuda")
+    return torch.device(device)
+
+
+@contextlib.contextmanager
+def deterministic(device: torch.device):
+    """``torch.use_deterministic_algorithms(True)`` on CPU for the duration; restores the flag."""
+    old = torch.are_deterministic_algorithms_enabled()
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(old)
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """``(trainable, frozen)`` = sums of ``p.numel()`` over parameters with/without grad."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    return int(trainable), int(frozen)
+
+
+def _better(a: float, b: float | None, metric: str) -> bool:
+    if b is None or (isinstance(b, float) and math.isnan(b)):
+        return not math.isnan(a)
+    return a * METRIC_DIRECTIONS[metric] > b * METRIC_DIRECTIONS[metric]
+
+
+def _autocast(device: torch.device, bf16: bool):
+    if bf16 and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _forward(model, data, device, bf16) -> dict[str, torch.Tensor]:
+    with _autocast(device, bf16):
+        out = model(data)
+    return {k: (v.float() if isinstance(v, torch.Tensor) else v) for k, v in out.items()}
+
+
+def _loss_sum(prep: PreparedTask, out: torch.Tensor, data, rows: torch.Tensor | None):
+    """Sum of the per-entry (reconstruction) or per-node (classification) loss over ``rows``
+    (all nodes when None), and the number of terms."""
+    if prep.objective == "reconstruction":
+        mask = data.input_mask if rows is None else data.input_mask & rows[:, None]
+        diff = (out - data.target)[mask]
+        return (diff * diff).sum(), diff.numel()
+    logits, y = (out, data.y) if rows is None else (out[rows], data.y[rows])
+    return torch.nn.functional.cross_entropy(logits, y, reduction="sum"), y.numel()
+
+
+@torch.no_grad()
+def evaluate(
+    prep: PreparedTask,
+    model: torch.nn.Module,
+    split: str,
+    *,
+    device: torch.device,
+    bf16: bool = False,
+) -> dict[str, float]:
+    """Metrics of ``model`` on ``split`` (``val`` or ``test``), the task's evaluator output."""
+    model.eval()
+    if prep.level == "node":
+        g = prep.graphs[0].to(device)
+        out = _forward(model, g, device, bf16)["out"]
+        rows = getattr(g, f"{split}_mask")
+        if prep.objective == "reconstruction":
+            return reconstruction_metrics(out[rows], g.target[rows], g.input_mask[rows])
+        return classification_metrics(out[rows], g.y[rows])
+    idx = prep.val_idx if split == "val" else prep.test_idx
+    preds, targets, masks = [], [], []
+    for start in range(0, len(idx), prep.preset.batch_size):
+        batch = Batch.from_data_list(
+            [prep.graphs[i] for i in idx[start : start + prep.preset.batch_size]]
+        )
+        batch = batch.to(device)
+        preds.append(_forward(model, batch, device, bf16)["out"].cpu())
+        targets.append(batch.target.cpu())
+        masks.append(batch.input_mask.cpu())
+    return reconstruction_metrics(torch.cat(preds), torch.cat(targets), torch.cat(masks))
+
+
+@dataclass
+class TrialResult:
+    """One trained configuration."""
+
+    config: dict[str, Any]
+    model: torch.nn.Module
+    best_epoch: int
+    val: dict[str, float]
+    epochs_run: int
+    history: list[float] = field(default_factory=list)
+
+
+def _node_batches(prep: PreparedTask, epoch: int, ctx: DistContext, hops: int, device):
+    """This rank's training batches of one epoch: the whole graph with a row selector in one
+    process; k-hop subgraphs around the rank's seeds under DDP."""
+    g = prep.graphs[0]
+    if not ctx.enabled:
+        yield g.to(device), g.train_mask.to(device)
+        return
+    seeds = torch.nonzero(g.train_mask).flatten()
+    gen = torch.Generator().manual_seed(prep.seed * 100_003 + epoch)
+    seeds = seeds[torch.randperm(seeds.numel(), generator=gen)]
+    local = seeds[ctx.rank :: ctx.world]
+    subset, ei, mapping, _ = k_hop_subgraph(
+        local, hops + 1, g.edge_index, relabel_nodes=True, num_nodes=g.num_nodes
+    )
+    sub = Data(edge_index=ei, num_nodes=subset.numel())
+    for key in ("x", "y", "target", "input_mask", "pos"):
+        if getattr(g, key, None) is not None:
+            sub[key] = g[key][subset]
+    rows = torch.zeros(subset.numel(), dtype=torch.bool)
+    rows[mapping] = True
+    yield sub.to(device), rows.to(device)
+
+
+def _graph_batches(prep: PreparedTask, epoch: int, ctx: DistContext, device):
+    sampler = torch.utils.data.DistributedSampler(
+        prep.train_idx, num_replicas=ctx.world, rank=ctx.rank, shuffle=True, seed=prep.seed
+    )
+    sampler.set_epoch(epoch)
+    order = [prep.train_idx[i] for i in sampler]
+    per_rank = max(1, prep.preset.batch_size // ctx.world)
+    for start in range(0, len(order), per_rank):
+        batch = Batch.from_data_list([prep.graphs[i] for i in order[start : start + per_rank]])
+        yield batch.to(device), None
+
+
+def train_trial(
+    prep: PreparedTask,
+    spec: ModelSpec,
+    config: dict[str, Any],
+    *,
+    device: torch.device,
+    bf16: bool = False,
+    ctx: DistContext | None = None,
+    progress: bool = True,
+    desc: str = "",
+) -> TrialResult:
+    """Train ``spec`` with ``config`` on ``prep`` (seeded from ``prep.seed``), early-stopping on
+    the task's primary validation metric; returns the best-validation model."""
+    ctx = ctx or DistContext()
+    seed_everything(prep.seed)
+    model = spec.build(prep, config).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise BenchConfigError(
+            f"model {spec.name!r} has no trainable parameters for a trained task"
+        )
+    ddp = (
+        torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+        if ctx.enabled
+        else model
+    )
+    opt = torch.optim.AdamW(
+        params, lr=float(config["lr"]), weight_decay=float(config.get("weight_decay", 0.0))
+    )
+    metric = prep.task.primary_metric
+    best, best_state, best_epoch, best_val, stale = None, None, -1, {}, 0
+    history: list[float] = []
+    hops = spec.num_hops(config)
+    bar = tqdm(
+        range(prep.preset.max_epochs),
+        desc=desc or spec.name,
+        leave=False,
+        disable=not (progress and ctx.is_main),
+        unit="ep",
+    )
+    epoch = 0
+    for epoch in bar:
+        ddp.train()
+        batches = (
+            _node_batches(prep, epoch, ctx, hops, device)
+            if prep.level == "node"
+            else _graph_batches(prep, epoch, ctx, device)
+        )
+        for data, rows in batches:
+            opt.zero_grad(set_to_none=True)
+            out = _forward(ddp, data, device, bf16)["out"]
+            loss_sum, count = _loss_sum(prep, out, data, rows)
+            total = ctx.all_reduce_sum(torch.tensor(float(count), device=device))
+            loss = loss_sum / total.clamp_min(1.0) * ctx.world
+            loss.backward()
+            opt.step()
+        val = evaluate(prep, model, "val", device=device, bf16=bf16)
+        history.append(val[metric])
+        bar.set_postfix({metric: f"{val[metric]:.4f}"})
+        if _better(val[metric], best, metric):
+            best, best_epoch, best_val, stale = val[metric], epoch, val, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            stale += 1
+            if stale >= prep.preset.patience:
+                break
+    bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return TrialResult(config, model, best_epoch, best_val, epoch + 1, history)
+
+
+def probe(prep: PreparedTask, spec: ModelSpec, config: dict[str, Any], *, device: torch.device):
+    """Zero-shot: frozen embeddings of the seed-initialised (or pretrained) model ->
+    StandardScaler + LogisticRegression fitted on the training nodes, scored on the test nodes."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    seed_everything(prep.seed)
+    model = spec.build(prep, config).to(device)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.eval()
+    g = prep.graphs[0].to(device)
+    with torch.no_grad():
+        emb = model(g)["embedding"].float().cpu().numpy()
+    y = g.y.cpu().numpy()
+    tr, te = g.train_mask.cpu().numpy(), g.test_mask.cpu().numpy()
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=prep.seed))
+    clf.fit(emb[tr], y[tr])
+    return model, classification_metrics(clf.predict(emb[te]), y[te])
+
+
+@dataclass
+class SeedResult:
+    """The outcome of one (task, model, seed): what goes into the record."""
+
+    config: dict[str, Any]
+    trials: list[dict[str, Any]]
+    val: dict[str, float]
+    test: dict[str, float]
+    best_epoch: int | None
+    params_trainable: int
+    params_frozen: int
+    wall_time_s: float
+    peak_memory: dict[str, Any]
+    mode: str
+
+
+def run_seed(
+    prep: PreparedTask,
+    spec: ModelSpec,
+    *,
+    device: torch.device,
+    bf16: bool = False,
+    ctx: DistContext | None = None,
+    progress: bool = True,
+    budget: int | None = None,
+) -> SeedResult:
+    """Tune (grid of ``budget`` points), train and test one model on one prepared task/seed."""
+    ctx = ctx or DistContext()
+    t0 = time.perf_counter()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    budget = prep.preset.tuning_budget if budget is None else budget
+    with deterministic(device):
+        if prep.objective == "probe":
+            config = spec.trials(1)[0]
+            model, test = probe(prep, spec, config, device=device)
+            trials = [{"config": config, "val": {}}]
+            val, best_epoch, mode = {}, None, "zero-shot"
+        else:
+            metric = prep.task.primary_metric
+            results = []
+            for i, cfg in enumerate(spec.trials(budget)):
+                desc = f"{prep.task.name}/{spec.name}/s{prep.seed} trial {i + 1}/{budget}"
+                results.append(
+                    train_trial(
+                        prep,
+                        spec,
+                        cfg,
+                        device=device,
+                        bf16=bf16,
+                        ctx=ctx,
+                        progress=progress,
+                        desc=desc,
+                    )
+                )
+            best_i = 0
+            for i, r in enumerate(results):
+                if _better(r.val[metric], results[best_i].val[metric], metric) and i != best_i:
+                    best_i = i
+            chosen = results[best_i]
+            model, config, val, best_epoch = (
+                chosen.model,
+                chosen.config,
+                chosen.val,
+                chosen.best_epoch,
+            )
+            test = evaluate(prep, model, "test", device=device, bf16=bf16)
+            trials = [
+                {
+                    "config": r.config,
+                    "val": r.val,
+                    "best_epoch": r.best_epoch,
+                    "epochs_run": r.epochs_run,
+                }
+                for r in results
+            ]
+            mode = "trained"
+    trainable, frozen = count_parameters(model)
+    if mode == "zero-shot":
+        trainable, frozen = 0, trainable + frozen
+    if device.type == "cuda":
+        peak = {
+            "bytes": int(torch.cuda.max_memory_allocated(device)),
+            "method": "torch.cuda.max_memory_allocated (GPU tensors, this run)",
+        }
+    else:
+        peak = {
+            "bytes": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024,
+            "method": "ru_maxrss (peak resident set size of the whole process so far, CPU)",
+        }
+    return SeedResult(
+        config=config,
+        trials=trials,
+        val=val,
+        test=test,
+        best_epoch=best_epoch,
+        params_trainable=trainable,
+        params_frozen=frozen,
+        wall_time_s=time.perf_counter() - t0,
+        peak_memory=peak,
+        mode=mode,
+    )
+
+
+def build_record(
+    prep: PreparedTask,
+    spec: ModelSpec,
+    result: SeedResult,
+    *,
+    device: torch.device,
+    tuning: dict[str, Any],
+    world_size: int = 1,
+) -> dict[str, Any]:
+    """The schema-valid record of one (task, model, seed)."""
+    from fimp_bench.records import SCHEMA_VERSION, environment_info, hardware_string
+
+    env = environment_info()
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "task": prep.task.name,
+        "task_version": prep.task.version,
+        "dataset": {"name": prep.info["dataset"], "sha256": prep.info["dataset_sha256"]},
+        "split_id": prep.info["split_id"],
+        "model": {
+            "name": spec.name,
+            "registry_key": spec.name,
+            "source": spec.source,
+            "implementation": spec.implementation,
+            "external_weights": [dict(w) for w in spec.external_weights],
+        },
+        "seed": int(prep.seed),
+        "preset": prep.preset.name,
+        "mode": result.mode,
+        "fill": prep.info.get("fill", "none"),
+        "config": result.config,
+        "tuning": tuning,
+        "metrics": {"val": result.val, "test": result.test},
+        "best_epoch": result.best_epoch,
+        "params": {"trainable": result.params_trainable, "frozen": result.params_frozen},
+        "wall_time_s": round(result.wall_time_s, 3),
+        "peak_memory": result.peak_memory,
+        "hardware": hardware_string(device),
+        "device": device.type,
+        "world_size": int(world_size),
+        "versions": env["versions"],
+        "git": env["git"],
+        "date": env["date"],
+        "task_info": {k: v for k, v in prep.info.items() if k not in ("dataset_sha256",)},
+    }
+
+
+def run_benchmark(
+    tasks: list,
+    models: list[str] | None,
+    seeds: list[int],
+    *,
+    preset: str = "quick",
+    dataset: str | None = None,
+    device: str = "auto",
+    fill: str = "mean",
+    bf16: bool = False,
+    out: str | None = None,
+    progress: bool = True,
+    ctx: DistContext | None = None,
+    data=None,
+) -> list[dict[str, Any]]:
+    """Run every (task, model, seed); write records under ``out`` (rank 0 only); return them.
+
+    The tuning grid (``tuning_budget`` points) is searched on the first seed of ``seeds``; the
+    selected configuration is then trained on every other seed (recorded in ``tuning``).
+    ``models=None`` runs each task's default models.
+    """
+    from fimp_bench.models import get_model
+    from fimp_bench.records import write_record
+    from fimp_bench.tasks import get_preset
+
+    ctx = ctx or DistContext()
+    dev = resolve_device(device)
+    pre = get_preset(preset)
+    records: list[dict[str, Any]] = []
+    for task in tasks:
+        names = list(models) if models else list(task.default_models)
+        specs = [get_model(n) for n in names]
+        chosen: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+        seed_bar = tqdm(
+            seeds, desc=f"{task.name} seeds", disable=not (progress and ctx.is_main), unit="seed"
+        )
+        for seed in seed_bar:
+            prep = task.prepare(seed=seed, preset=pre, dataset=dataset, data=data, fill=fill)
+            for spec in specs:
+                seed_bar.set_postfix(model=spec.name)
+                if spec.name in chosen and prep.objective != "probe":
+                    cfg, tuning = chosen[spec.name]
+                    tuned = ModelSpec(**{**spec.__dict__, "defaults": cfg, "grid": ({},)})
+                    result = run_seed(
+                        prep, tuned, device=dev, bf16=bf16, ctx=ctx, progress=progress, budget=1
+                    )
+                    tuning = {**tuning, "trials": result.trials, "selected": 0}
+                else:
+                    result = run_seed(prep, spec, device=dev, bf16=bf16, ctx=ctx, progress=progress)
+                    vals = [t["val"].get(task.primary_metric) for t in result.trials]
+                    selected = next(
+                        (i for i, t in enumerate(result.trials) if t["config"] == result.config), 0
+                    )
+                    tuning = {
+                        "budget": len(result.trials)
+                        if prep.objective == "probe"
+                        else pre.tuning_budget,
+                        "selection_metric": f"val {task.primary_metric}",
+                        "tuned_on_seed": int(seed),
+                        "grid_val": vals,
+                        "trials": result.trials,
+                        "selected": selected,
+                    }
+                    chosen[spec.name] = (result.config, tuning)
+                record = build_record(
+                    prep, spec, result, device=dev, tuning=tuning, world_size=ctx.world
+                )
+                records.append(record)
+                if out is not None and ctx.is_main:
+                    write_record(record, out)
+        seed_bar.close()
+    return records
