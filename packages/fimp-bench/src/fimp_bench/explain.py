@@ -302,6 +302,7 @@ def explain(
     spec = get_model(model)
     prep = task_obj.prepare(seed=seed, preset=get_preset(preset))
     run = {"task": task, "model": model, "seed": seed, "preset": preset}
+    _fimp_of(spec.build(prep, spec.trials(1)[0]), model)  # fail before training a non-FIMP model
     if checkpoint is not None:
         net, cfg, val, best_epoch = _load(prep, spec, Path(checkpoint), device=dev, expect=run)
     else:
