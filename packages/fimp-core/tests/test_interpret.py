@@ -163,6 +163,16 @@ def test_edge_mask_and_chunks_give_the_same_maps() -> None:
     parts = list(iter_attention_maps(model, data, edge_chunk_size=7))
     assert [p.num_edges for p in parts] == [7] * 8 + [data.num_edges - 56]
     assert torch.is_grad_enabled()  # the generator does not leak no_grad to the caller
+    per_edge = 4 * full.attention.shape[-1] ** 2 * 4  # heads * L * L * float32 bytes
+    auto = list(
+        iter_attention_maps(
+            model, data, edge_chunk_size="auto", chunk_memory_mb=per_edge * 9 / 2**20
+        )
+    )
+    assert [p.num_edges for p in auto][:-1] == [9] * (len(auto) - 1)
+    torch.testing.assert_close(
+        torch.cat([p.attention for p in auto]), full.attention, atol=1e-6, rtol=1e-5
+    )
 
 
 def test_cls_token_and_raw_features_input() -> None:
@@ -290,7 +300,10 @@ def test_aggregate_known_values() -> None:
     torch.testing.assert_close(m, torch.tensor([[0.25, 0.75], [0.5, 0.5]], dtype=torch.float64))
 
 
-def test_aggregate_matches_slow_reference_on_a_model() -> None:
+@pytest.mark.parametrize("slice_elements", [None, 50])
+def test_aggregate_matches_slow_reference_on_a_model(monkeypatch, slice_elements) -> None:
+    if slice_elements is not None:  # aggregate in slices of one edge at a time
+        monkeypatch.setattr(fimp.interpret, "_AGG_ELEMENTS", slice_elements)
     data = _gene_data(n=16, g=10, seed=3)
     model = _gene_model(g=10, seed=3)
     maps = attention_maps(model, data)

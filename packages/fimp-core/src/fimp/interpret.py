@@ -271,24 +271,28 @@ def iter_attention_maps(
     *,
     layer: int = -1,
     edge_mask: Tensor | Sequence[int] | None = None,
-    edge_chunk_size: int | None = None,
+    edge_chunk_size: int | Literal["auto"] | None = None,
+    chunk_memory_mb: float = 64.0,
     **forward_kwargs: Any,
 ) -> Iterator[AttentionMaps]:
     """Like :func:`attention_maps`, but yields the maps of at most ``edge_chunk_size`` edges at a
     time (in edge order), so memory is bounded by one chunk ([chunk, heads, L, L]).
 
     The hidden states up to ``layer`` are computed once (on the full graph); each chunk only runs
-    the chosen layer's message creator on its edges. Pass the iterator to
+    the chosen layer's message creator on its edges. ``edge_chunk_size="auto"`` sizes chunks so
+    that one chunk's attention tensor takes about ``chunk_memory_mb`` MiB. Pass the iterator to
     :func:`aggregate_by_label` to aggregate without holding all maps. The model stays in eval
     mode until the iterator is exhausted or closed.
     """
     model = _check_model(model)
     layer = _resolve_layer(model, layer)
-    if edge_chunk_size is not None and (
-        not isinstance(edge_chunk_size, int) or edge_chunk_size < 1
+    if edge_chunk_size not in (None, "auto") and (
+        isinstance(edge_chunk_size, bool)
+        or not isinstance(edge_chunk_size, int)
+        or edge_chunk_size < 1
     ):
         raise ConfigError(
-            f"edge_chunk_size must be a positive int or None, got {edge_chunk_size!r}"
+            f"edge_chunk_size must be a positive int, 'auto' or None, got {edge_chunk_size!r}"
         )
     x, edge_index, token_mask, kwargs = _inputs(model, data, forward_kwargs)
     was_training = model.training
@@ -310,7 +314,13 @@ def iter_attention_maps(
                 h = model.dropout(model.act(model.norms[i](h)))
             creator = model.convs[layer].message
             target_state, source_state = creator.prepare(h, mask)
-        chunk = max(ids.numel(), 1) if edge_chunk_size is None else edge_chunk_size
+        if edge_chunk_size is None:
+            chunk = max(ids.numel(), 1)
+        elif edge_chunk_size == "auto":
+            per_edge = creator.heads * length * length * h.element_size()
+            chunk = max(1, int(chunk_memory_mb * 2**20) // per_edge)
+        else:
+            chunk = edge_chunk_size
         for start in range(0, max(ids.numel(), 1), chunk):
             part = ids[start : start + chunk]
             src, dst = edge_index[0, part], edge_index[1, part]
@@ -345,7 +355,7 @@ def attention_maps(
     *,
     layer: int = -1,
     edge_mask: Tensor | Sequence[int] | None = None,
-    edge_chunk_size: int | None = None,
+    edge_chunk_size: int | Literal["auto"] | None = None,
     **forward_kwargs: Any,
 ) -> AttentionMaps:
     """Per-edge attention [E, heads, L, L] of one layer of a trained FIMP, with token labels.
@@ -364,8 +374,9 @@ def attention_maps(
         layer: which FIMPConv layer (0-based; negative counts from the end).
         edge_mask: which edges to compute: bool [E] or integer positions into ``edge_index``
             (None = all). Hidden states always use the full graph.
-        edge_chunk_size: compute edges in chunks of this many (bounds the working memory of the
-            message creator; the result still holds all selected edges -- use
+        edge_chunk_size: compute edges in chunks of this many, or ``"auto"`` (about 64 MiB of
+            attention per chunk); bounds the working memory of the message creator. The result
+            still holds all selected edges -- use
             :func:`iter_attention_maps` to stream them).
         **forward_kwargs: as for :meth:`FIMP.forward` (``edge_index``, ``token_mask``, tokenizer
             keywords such as ``genes=``, ``mask=``, ``coords=``).
@@ -452,6 +463,28 @@ def _edge_selection(edges: Tensor | Sequence[int] | None, total: int) -> Tensor 
     return out
 
 
+_AGG_ELEMENTS = 2**22  # attention entries aggregated at a time (bounds the temporary index tensors)
+
+
+def _accumulate(
+    att: Tensor, ei: Tensor, g: Tensor, k: int, mass: Tensor, rows: Tensor, cols: Tensor
+) -> int:
+    """Add one slice of edges: att float64 [E, L, L], ei [2, E], g [N, L] group codes (-1 pad).
+
+    Returns the number of edges with at least one counted row.
+    """
+    tg, sg = g[ei[1]], g[ei[0]]  # [E, L]
+    real_t, real_s = tg >= 0, sg >= 0
+    live = real_t & real_s.any(dim=1, keepdim=True)
+    pair = tg.unsqueeze(2) * k + sg.unsqueeze(1)
+    ok = live.unsqueeze(2) & real_s.unsqueeze(1)
+    mass += torch.bincount(pair[ok], weights=att[ok], minlength=k * k)
+    rows += torch.bincount(tg[live], minlength=k).to(torch.float64)
+    edge_live = live.any(dim=1)
+    cols += torch.bincount(sg[edge_live][real_s[edge_live]], minlength=k).to(torch.float64)
+    return int(edge_live.sum())
+
+
 def aggregate_by_label(
     maps: AttentionMaps | Iterable[AttentionMaps],
     *,
@@ -524,34 +557,31 @@ def aggregate_by_label(
             raise ConfigError(
                 "all AttentionMaps chunks must come from one forward pass (labels differ)"
             )
-        att = m.attention.detach()
-        if isinstance(head, int):
-            if not -m.heads <= head < m.heads:
-                raise ConfigError(f"head must be in [{-m.heads}, {m.heads}), got {head}")
-            att = att[:, head]
-        else:
-            att = att.mean(dim=1)
-        att = att.to(device="cpu", dtype=torch.float64)
-        ei = m.edge_index.cpu()
+        if isinstance(head, int) and not -m.heads <= head < m.heads:
+            raise ConfigError(f"head must be in [{-m.heads}, {m.heads}), got {head}")
+        assert group_of is not None and mass is not None and rows is not None and cols is not None
+        edge_rows = torch.arange(m.num_edges)
         if selection is not None:
             keep = selection[m.edge_id.cpu()]
             found += int(keep.sum())
-            att, ei = att[keep], ei[:, keep]
-        assert group_of is not None and mass is not None and rows is not None and cols is not None
+            edge_rows = edge_rows[keep]
         codes = m.token_labels.cpu()
         g = torch.where(codes >= 0, group_of[codes.clamp(min=0)], -1)
-        tg, sg = g[ei[1]], g[ei[0]]  # [E, L]
-        real_t, real_s = tg >= 0, sg >= 0
-        has_src = real_s.any(dim=1)
-        live = real_t & has_src[:, None]
-        k = len(groups)
-        pair = tg.unsqueeze(2) * k + sg.unsqueeze(1)
-        ok = live.unsqueeze(2) & real_s.unsqueeze(1)
-        mass += torch.bincount(pair[ok], weights=att[ok], minlength=k * k)
-        rows += torch.bincount(tg[live], minlength=k).to(torch.float64)
-        edge_live = live.any(dim=1)
-        cols += torch.bincount(sg[edge_live][real_s[edge_live]], minlength=k).to(torch.float64)
-        used_edges += int(edge_live.sum())
+        length = max(int(codes.shape[1]), 1)
+        step = max(1, _AGG_ELEMENTS // (length * length))
+        for start in range(0, edge_rows.numel(), step):
+            part = edge_rows[start : start + step]
+            att = m.attention[part.to(m.attention.device)].detach()
+            att = att[:, head] if isinstance(head, int) else att.mean(dim=1)
+            used_edges += _accumulate(
+                att.to(device="cpu", dtype=torch.float64),
+                m.edge_index[:, part.to(m.edge_index.device)].cpu(),
+                g,
+                len(groups),
+                mass,
+                rows,
+                cols,
+            )
     if names is None:
         raise EmptySelectionError("maps is empty: pass the output of attention_maps")
     if selection is not None and found < int(selection.sum()):
