@@ -33,8 +33,14 @@ def _read(path: str) -> tuple[list[str], list[str], np.ndarray]:
 
 @pytest.fixture(scope="module")
 def celltype_run(tmp_path_factory) -> tuple[dict, Path]:
+    from fimp_bench.tasks import get_preset, get_task
+
+    g = get_task("spatial-celltype").prepare(seed=0, preset=get_preset("smoke")).graphs[0]
+    src, dst = g.edge_index[:, g.test_mask[g.edge_index[1]]]
+    pair = (int(g.y[dst].mode().values), int(g.y[src].mode().values))  # a frequent test pair
     out = tmp_path_factory.mktemp("explain-celltype")
-    return explain("spatial-celltype", "fimp-base", seed=0, out=out, **SMOKE), out
+    result = explain("spatial-celltype", "fimp-base", seed=0, out=out, pairs=[pair], **SMOKE)
+    return result, out
 
 
 def test_celltype_writes_heatmaps_and_rows_sum_to_one(celltype_run) -> None:
@@ -54,6 +60,15 @@ def test_celltype_writes_heatmaps_and_rows_sum_to_one(celltype_run) -> None:
         np.testing.assert_allclose(mm.sum(1), 1.0, atol=1e-6)
     _, _, diff = _read(files["within_minus_across_full_csv"])
     np.testing.assert_allclose(diff.sum(1), 0.0, atol=1e-6)
+    (pair,) = [
+        k[: -len("_full_csv")]
+        for k in files
+        if k.startswith("pair") and "minus" not in k and k.endswith("full_csv")
+    ]
+    _, _, pm = _read(files[f"{pair}_full_csv"])
+    np.testing.assert_allclose(pm.sum(1), 1.0, atol=1e-6)
+    _, _, pd_ = _read(files[f"{pair}_minus_all_full_csv"])
+    np.testing.assert_allclose(pd_[np.isfinite(pd_).all(1)].sum(1), 0.0, atol=1e-6)
     # the top-k CSV is the sub-matrix of the top_k most attended genes
     trows, tcols, top = _read(files["all_csv"])
     assert trows == tcols == result["top_labels"] and len(trows) == 6
@@ -137,6 +152,12 @@ def test_bad_input(tmp_path: Path) -> None:
         explain("spatial-expression", out=tmp_path, preset="smoke", top_k=-1)
     with pytest.raises(BenchConfigError, match="not a FIMP model"):
         explain("spatial-expression", "mlp", out=tmp_path, **SMOKE)
+    with pytest.raises(BenchConfigError, match="pairs need node groups"):
+        explain("spatial-expression", out=tmp_path, pairs=[(0, 0)], **SMOKE)
+    with pytest.raises(BenchConfigError, match="layer"):
+        explain("spatial-expression", out=tmp_path, layer=2, **SMOKE)
+    with pytest.raises(BenchConfigError, match="no attribute"):
+        explain("spatial-expression", out=tmp_path, group_by="cell_type", **SMOKE)
     with pytest.raises(BenchConfigError, match="explain"):
         explain("spatial-expression", out=tmp_path, checkpoint=tmp_path / "none", **SMOKE)
 

@@ -259,7 +259,8 @@ def explain(
     config: dict[str, Any] | None = None,
     checkpoint: Path | str | None = None,
     head: str | int = "mean",
-    edge_chunk_size: int | None = 4096,
+    pairs: Sequence[tuple[Any, Any]] = (),
+    edge_chunk_size: int | str | None = "auto",
     progress: bool = False,
 ) -> dict[str, Any]:
     """Train ``model`` on ``task`` and save label x label attention heatmaps of its test edges.
@@ -280,14 +281,18 @@ def explain(
         checkpoint: a folder written by an earlier ``explain`` of the same task / model / seed /
             preset: its saved state is loaded instead of training.
         head: ``"mean"`` over heads or one head index.
-        edge_chunk_size: edges per attention chunk (bounds memory: chunk x heads x L x L floats).
+        pairs: (a, b) group pairs: also the matrix over test edges with target in group a and
+            source in group b, and its difference from all test edges (``pair_a_b``,
+            ``pair_a_b_minus_all``).
+        edge_chunk_size: edges per attention chunk; ``"auto"`` (default) keeps one chunk's
+            attention near 64 MiB, so memory stays flat as the graph grows.
         progress: show training progress bars.
 
     Returns:
         A JSON-able dict: what was run (task, model, seed, preset, layer, config, val metrics,
         number of test edges) and ``files``, a mapping ``name -> path`` of every file written
         (``all_full_csv``, ``all_csv``, ``all_png``, ``all_svg``, ``state``, ``summary`` and, with
-        groups, the same for ``within``, ``across`` and ``within_minus_across``).
+        groups, the same for ``within``, ``across``, ``within_minus_across`` and each pair).
     """
     import fimp.interpret as fi
     from fimp_bench.models import get_model
@@ -302,28 +307,14 @@ def explain(
     spec = get_model(model)
     prep = task_obj.prepare(seed=seed, preset=get_preset(preset))
     run = {"task": task, "model": model, "seed": seed, "preset": preset}
-    _fimp_of(spec.build(prep, spec.trials(1)[0]), model)  # fail before training a non-FIMP model
-    if checkpoint is not None:
-        net, cfg, val, best_epoch = _load(prep, spec, Path(checkpoint), device=dev, expect=run)
-    else:
-        net, cfg, val, best_epoch = _train(
-            prep, spec, device=dev, budget=budget, config=config, progress=progress
-        )
-    net.eval()
-    fimp_model = _fimp_of(net, model)
-    num_layers = len(fimp_model.convs)
+    # check everything that can be checked before training
+    probe_cfg = {**spec.trials(1)[0], **(config or {})}
+    num_layers = len(_fimp_of(spec.build(prep, probe_cfg), model).convs)
     if not isinstance(layer, int) or not -num_layers <= layer < num_layers:
         raise BenchConfigError(
             f"layer must be in [{-num_layers}, {num_layers}) for this {num_layers}-layer model, "
             f"got {layer!r}"
         )
-    layer = layer % num_layers
-
-    files: dict[str, str] = {}
-    state_path = out / _STATE_FILE
-    _atomic_write(state_path, lambda fh: torch.save(net.state_dict(), fh), binary=True)
-    files["state"] = str(state_path)
-
     if prep.level == "node":
         graph = prep.graphs[0].to(dev)
         test_edges = graph.test_mask[graph.edge_index[1]]
@@ -334,6 +325,29 @@ def explain(
             raise BenchConfigError("group_by applies to node-level tasks only")
         graphs = [prep.graphs[i].to(dev) for i in prep.test_idx]
         edge_masks, groups = [None] * len(graphs), None
+    if pairs and groups is None:
+        raise BenchConfigError("pairs need node groups: pass group_by (e.g. 'y')")
+
+    if checkpoint is not None:
+        net, cfg, val, best_epoch = _load(prep, spec, Path(checkpoint), device=dev, expect=run)
+    else:
+        net, cfg, val, best_epoch = _train(
+            prep, spec, device=dev, budget=budget, config=config, progress=progress
+        )
+    net.eval()
+    fimp_model = _fimp_of(net, model)
+    num_layers = len(fimp_model.convs)
+    if not -num_layers <= layer < num_layers:
+        raise BenchConfigError(
+            f"layer must be in [{-num_layers}, {num_layers}) for the trained {num_layers}-layer "
+            f"model, got {layer}"
+        )
+    layer = layer % num_layers
+
+    files: dict[str, str] = {}
+    state_path = out / _STATE_FILE
+    _atomic_write(state_path, lambda fh: torch.save(net.state_dict(), fh), binary=True)
+    files["state"] = str(state_path)
 
     def maps_of(selection: torch.Tensor | None = None) -> Iterator[Any]:
         masks = edge_masks if selection is None else [selection]
@@ -361,6 +375,16 @@ def explain(
                 results[name] = fi.aggregate_by_label(maps_of(sel), head=head)
         if "within" in results and "across" in results:
             results["within_minus_across"] = fi.difference(results["within"], results["across"])
+        for a, b in pairs:
+            sel = fi.edges_between(graphs[0].cpu(), groups.cpu(), a, b).to(dev) & edge_masks[0]
+            if not bool(sel.any()):
+                raise BenchConfigError(
+                    f"no test edge has a target in group {a!r} and a source in group {b!r}; "
+                    f"groups present: {sorted(set(groups.tolist()))}"
+                )
+            name = f"pair_{a}_{b}"
+            results[name] = fi.aggregate_by_label(maps_of(sel), head=head)
+            results[f"{name}_minus_all"] = fi.difference(results[name], results["all"])
     shown = _top_labels(results["all"], top_k or len(results["all"].col_labels))
     label_kind = prep.token_info.get("kind", "token")
     for name, lm in results.items():
@@ -423,6 +447,13 @@ def add_explain_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("--layer", type=int, default=-1, help="FIMPConv layer (default -1, the last)")
     p.add_argument("--top-k", type=int, default=30, help="labels shown per heatmap (0 = all)")
     p.add_argument("--group-by", default=None, help="graph attribute with node groups (default y)")
+    p.add_argument(
+        "--pair",
+        action="append",
+        default=[],
+        metavar="A:B",
+        help="also the matrix over edges from group B (source) to group A (target); repeatable",
+    )
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     p.add_argument("--budget", type=int, default=None, help="tuning trials (default: preset's)")
     p.add_argument("--checkpoint", type=Path, default=None, help="folder of an earlier explain")
@@ -441,6 +472,7 @@ def run_explain(args: argparse.Namespace) -> int:
         out=out,
         layer=args.layer,
         group_by=args.group_by,
+        pairs=[_parse_pair(p) for p in args.pair],
         top_k=args.top_k,
         device=args.device,
         budget=args.budget,
@@ -450,3 +482,10 @@ def run_explain(args: argparse.Namespace) -> int:
     for name, path in result["files"].items():
         print(f"{name}: {path}")
     return 0
+
+
+def _parse_pair(text: str) -> tuple[Any, Any]:
+    parts = text.split(":")
+    if len(parts) != 2 or not all(parts):
+        raise BenchConfigError(f"--pair takes TARGET_GROUP:SOURCE_GROUP, e.g. 3:5; got {text!r}")
+    return tuple(int(p) if p.lstrip("-").isdigit() else p for p in parts)  # type: ignore[return-value]
