@@ -74,13 +74,17 @@ class CrossAttention(MessageCreator):
                 nn.init.zeros_(lin.bias)
 
     def _split(self, t: Tensor) -> Tensor:
-        """[B, L, d] -> contiguous [B, h, L, d_h]."""
+        """[B, L, d] -> [B, L, h, d_h] (a view; attention takes it transposed to [B, h, L, d_h]).
+
+        Keeping the token axis second makes per-edge gathers contiguous without a transpose copy,
+        and SDPA's CPU kernel writes its output as [B, L, h, d_h], so merging heads is free too.
+        """
         b, length, _ = t.shape
-        return t.view(b, length, self.heads, self.head_dim).transpose(1, 2).contiguous()
+        return t.view(b, length, self.heads, self.head_dim)
 
     # -- MessageCreator protocol ------------------------------------------------------------------
     def prepare(self, x: Tensor, token_mask: Tensor) -> tuple[State, State]:
-        """Project every node once: target state (Q,), source state (K, V), each [N, h, L, d_h]."""
+        """Project every node once: target state (Q,), source state (K, V), each [N, L, h, d_h]."""
         return (self._split(self.q_proj(x)),), (
             self._split(self.k_proj(x)),
             self._split(self.v_proj(x)),
@@ -153,7 +157,8 @@ class CrossAttention(MessageCreator):
         return_attention: bool,
         apply_output: bool,
     ) -> Tensor | tuple[Tensor, Tensor]:
-        b, _, lq, _ = q.shape
+        b, lq = q.shape[:2]
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, h, L, d_h] views
         padded_keys = not bool(key_mask.all())
         padded_queries = not bool(query_mask.all())
         # A source with no real token would give an all-masked softmax row (NaN in some backends):
