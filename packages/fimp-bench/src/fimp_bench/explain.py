@@ -454,7 +454,7 @@ def add_explain_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         metavar="A:B",
         help="also the matrix over edges from group B (source) to group A (target); repeatable",
     )
-    p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--budget", type=int, default=None, help="tuning trials (default: preset's)")
     p.add_argument("--checkpoint", type=Path, default=None, help="folder of an earlier explain")
     p.set_defaults(func=run_explain, command="explain")
