@@ -15,7 +15,7 @@ from torch import nn
 from torch_geometric.data import Data
 
 import fimp
-from fimp.errors import ConfigError, GraphError, ShapeError
+from fimp.errors import ConfigError, GraphError, NonFiniteError, ShapeError
 from fimp.interpret import (
     AttentionMaps,
     EmptySelectionError,
@@ -258,6 +258,13 @@ def test_maps_bad_input() -> None:
         attention_maps(model, data.x, genes=data.feature_names)
     with pytest.raises(ConfigError, match="edge_chunk_size"):
         attention_maps(model, data, edge_chunk_size=0)
+    plain = FIMP(None, dim=8, num_layers=1, heads=2)  # inputs are tokens
+    tokens = torch.randn(3, 4, 8)
+    tokens[1, 2, 0] = float("nan")
+    with pytest.raises(NonFiniteError, match="NaN"):
+        attention_maps(plain, tokens, edge_index=torch.tensor([[0, 1], [1, 2]]))
+    ok = attention_maps(plain, tokens.nan_to_num(), edge_index=torch.tensor([[0, 1], [1, 2]]))
+    assert ok.label_names == ["token 0", "token 1", "token 2", "token 3"]
 
 
 # ------------------------------------------------------------------ aggregation

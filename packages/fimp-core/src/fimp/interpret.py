@@ -34,7 +34,7 @@ from torch_geometric.data import Data
 
 from fimp.errors import ConfigError, FIMPError, GraphError, ShapeError
 from fimp.models.fimp import FIMP
-from fimp.nn._checks import check_edge_index
+from fimp.nn._checks import check_edge_index, check_tokens
 
 __all__ = [
     "AttentionMaps",
@@ -312,6 +312,7 @@ def iter_attention_maps(
             for i in range(layer):
                 h = model.convs[i](h, edge_index, token_mask=mask)
                 h = model.dropout(model.act(model.norms[i](h)))
+            check_tokens(h, model.convs[layer].dim, name="tokens")
             creator = model.convs[layer].message
             target_state, source_state = creator.prepare(h, mask)
         if edge_chunk_size is None:
