@@ -285,10 +285,10 @@ def hardware_string(device: Any = None) -> str:
     except OSError:
         pass
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    s = f"{cpu} ({n} cores)"
-    if device is not None and getattr(device, "type", None) == "cuda":
-        import torch
+    import torch
 
+    s = f"{cpu} ({n} cores, {torch.get_num_threads()} torch threads)"
+    if device is not None and getattr(device, "type", None) == "cuda":
         s = f"{torch.cuda.get_device_name(device)}; {s}"
     return s
 

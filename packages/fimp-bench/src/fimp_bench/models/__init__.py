@@ -8,6 +8,7 @@ from fimp_bench.models.registry import (
     load_config,
     register_model,
 )
+from fimp_bench.models import foundation  # noqa: F401  (registers the foundation-model specs)
 
 __all__ = [
     "ENTRY_POINT_GROUP",

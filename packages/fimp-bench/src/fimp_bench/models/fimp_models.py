@@ -44,7 +44,11 @@ class FIMPBenchModel(nn.Module):
             c, h, w = prep.token_info["image_shape"]
             self.image_shape = (c, h, w)
             tokenizer = tok.ImagePatchTokenizer(
-                dim, image_size=h, patch_size=int(cfg.get("patch_size", 8)), in_chans=c
+                img_size=(h, w),
+                patch_size=int(cfg.get("patch_size", 8)),
+                in_chans=c,
+                dim=dim,
+                class_token=False,
             )
             recon = None
         else:
