@@ -1,5 +1,6 @@
 """Benchmark models: PyG baselines, FIMP models and entry-point plugins (one registry)."""
 
+from fimp_bench.models import foundation  # noqa: F401  (registers the foundation-model specs)
 from fimp_bench.models.registry import (
     ENTRY_POINT_GROUP,
     ModelSpec,
@@ -8,7 +9,6 @@ from fimp_bench.models.registry import (
     load_config,
     register_model,
 )
-from fimp_bench.models import foundation  # noqa: F401  (registers the foundation-model specs)
 
 __all__ = [
     "ENTRY_POINT_GROUP",

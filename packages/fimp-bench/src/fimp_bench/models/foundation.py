@@ -186,9 +186,7 @@ class FoundationFIMPModel(nn.Module):
                 f"projection must be 'learned' or 'identity', got {cfg['projection']!r}"
             )
         frozen_prefix = not any(
-            p.requires_grad
-            for m in (self.fimp.tokenizer, conv.message)
-            for p in m.parameters()
+            p.requires_grad for m in (self.fimp.tokenizer, conv.message) for p in m.parameters()
         )
         self.cache_frozen = bool(cfg.get("cache_frozen", True)) and layers == 1 and frozen_prefix
         # H + M without W: the same (frozen) creator, not registered twice as a submodule
