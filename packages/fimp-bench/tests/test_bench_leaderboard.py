@@ -1,0 +1,84 @@
+"""Leaderboards: generated from records (mean ± std with ddof=1), deterministic, --check."""
+
+import csv
+import shutil
+
+import numpy as np
+import pytest
+
+from fimp_bench.cli import main
+from fimp_bench.errors import LeaderboardCheckError
+from fimp_bench.leaderboard import check, generate
+
+
+@pytest.fixture
+def board(smoke_records, tmp_path):
+    src, records = smoke_records
+    root = tmp_path / "leaderboards"
+    shutil.copytree(src, root)
+    for p in root.glob("*/results.*"):
+        p.unlink()
+    generate(root)
+    return root, records
+
+
+def test_generated_files_and_ddof1(board):
+    root, records = board
+    d = root / "spatial-celltype"
+    for name in ("README.md", "results.csv", "results.png", "results.svg"):
+        assert (d / name).is_file()
+    assert (root / "README.md").is_file()
+    rows = list(csv.DictReader((d / "results.csv").open()))
+    assert {r["model"] for r in rows} == {"mlp", "gcn"}
+    for row in rows:
+        accs = [r["metrics"]["test"]["accuracy"] for r in records if r["model"]["name"] == row["model"]]
+        assert int(row["n_seeds"]) == 5
+        assert float(row["accuracy_mean"]) == pytest.approx(np.mean(accs), rel=1e-5)
+        assert float(row["accuracy_std"]) == pytest.approx(np.std(accs, ddof=1), rel=1e-5)
+    readme = (d / "README.md").read_text()
+    assert "ddof=1" in readme and "| 5 |" in readme
+    svg = (d / "results.svg").read_text()
+    assert "<dc:date>" not in svg  # no timestamp: deterministic
+
+
+def test_regeneration_is_byte_identical_and_check_passes(board, tmp_path):
+    root, _ = board
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    generate(root)
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+    check(root)
+    assert main(["leaderboard", "--root", str(root), "--check"]) == 0
+
+
+def test_check_fails_on_any_difference(board, capsys):
+    root, _ = board
+    readme = root / "spatial-celltype" / "README.md"
+    readme.write_text(readme.read_text().replace("mlp", "mlp-edited", 1))
+    with pytest.raises(LeaderboardCheckError, match="README.md: differs"):
+        check(root)
+    assert main(["leaderboard", "--root", str(root), "--check"]) != 0
+    assert "differs" in capsys.readouterr().err
+    generate(root)
+    (root / "spatial-celltype" / "results.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(LeaderboardCheckError, match="results.png: differs"):
+        check(root)
+    generate(root)
+    (root / "orphan-task").mkdir()
+    (root / "orphan-task" / "README.md").write_text("hand-written")
+    with pytest.raises(LeaderboardCheckError, match="no records behind it"):
+        check(root)
+
+
+def test_external_weights_are_marked(board):
+    import json
+
+    root, _ = board
+    rec_path = next((root / "spatial-celltype" / "records" / "mlp").glob("seed-*.json"))
+    for p in (root / "spatial-celltype" / "records" / "mlp").glob("seed-*.json"):
+        r = json.loads(p.read_text())
+        r["model"]["external_weights"] = [{"name": "toy-weights", "sha256": "0" * 64}]
+        p.write_text(json.dumps(r))
+    generate(root)
+    readme = (root / "spatial-celltype" / "README.md").read_text()
+    assert "`mlp †`" in readme and "toy-weights" in readme
+    assert rec_path.exists()
