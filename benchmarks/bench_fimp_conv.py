@@ -8,7 +8,7 @@ Forward + backward, on the CPU unless --device cuda, d = 64, 4 heads, N = E / 8 
 - ``sdpa``       one bare SDPA call over pre-gathered Q/K/V [E, heads, L, d/heads] (the floor)
 - ``transformerconv`` / ``gatconv``  PyG layers on the flattened node vector (width L*d, 4 heads)
 
-Then peak memory (a fresh subprocess per point, Linux: peak RSS (VmHWM, reset after a warm-up) above
+Then peak memory (median of 3 fresh subprocesses per point, Linux: peak RSS (VmHWM, reset after a warm-up) above
 the RSS before the call) of FIMPConv forward +
 backward with and without edge chunking as E grows at fixed N.
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -151,8 +152,16 @@ print((hwm_kib() - before) / 1024.0)
 
 def _peak_mb(n: int, length: int, e: int, chunk) -> float:
     code = _MEM_CHILD.format(n=n, length=length, e=e, chunk=chunk, dim=DIM, heads=HEADS)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    # every allocation above 64 KiB is its own mmap, returned on free: RSS follows live memory
+    # instead of glibc's heap high-water mark (fragmentation otherwise adds +-50 MiB of noise)
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+    peaks = []
+    for _ in range(3):
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+        )
+        peaks.append(float(out.stdout.strip().splitlines()[-1]))
+    return statistics.median(peaks)
 
 
 def memory(length: int, n: int, edges, chunk: int) -> None:
