@@ -3,11 +3,10 @@ with a 1-process run (node-level: k-hop seed partitions; graph-level: Distribute
 
 import os
 
-import pytest
 import torch
 import torch.multiprocessing as mp
-from conftest import fmri_data, spatial_data
 
+from conftest import fmri_data, spatial_data
 from fimp_bench.distributed import DistContext
 from fimp_bench.models import get_model
 from fimp_bench.tasks import get_task

@@ -31,7 +31,9 @@ def test_generated_files_and_ddof1(board):
     rows = list(csv.DictReader((d / "results.csv").open()))
     assert {r["model"] for r in rows} == {"mlp", "gcn"}
     for row in rows:
-        accs = [r["metrics"]["test"]["accuracy"] for r in records if r["model"]["name"] == row["model"]]
+        accs = [
+            r["metrics"]["test"]["accuracy"] for r in records if r["model"]["name"] == row["model"]
+        ]
         assert int(row["n_seeds"]) == 5
         assert float(row["accuracy_mean"]) == pytest.approx(np.mean(accs), rel=1e-5)
         assert float(row["accuracy_std"]) == pytest.approx(np.std(accs, ddof=1), rel=1e-5)

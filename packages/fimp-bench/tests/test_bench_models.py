@@ -8,23 +8,39 @@ import textwrap
 
 import pytest
 import torch
-from conftest import fmri_data, image_data, spatial_data
 
+from conftest import fmri_data, image_data, spatial_data
 from fimp_bench.errors import BenchConfigError, UnknownNameError
 from fimp_bench.models import get_model, list_models
 from fimp_bench.models.registry import registry
 from fimp_bench.tasks import get_preset, get_task
 
 SMOKE = get_preset("smoke")
-BUILTIN = ["mlp", "gcn", "gat", "graphsage", "gin", "graph-transformer", "gps", "majority", "fimp-base"]
+BUILTIN = [
+    "mlp",
+    "gcn",
+    "gat",
+    "graphsage",
+    "gin",
+    "graph-transformer",
+    "gps",
+    "majority",
+    "fimp-base",
+]
 
 
 @pytest.fixture(scope="module")
 def preps():
     return {
-        "spatial-expression": get_task("spatial-expression").prepare(seed=0, preset=SMOKE, data=spatial_data()),
-        "spatial-celltype": get_task("spatial-celltype").prepare(seed=0, preset=SMOKE, data=spatial_data()),
-        "fmri-reconstruction": get_task("fmri-reconstruction").prepare(seed=0, preset=SMOKE, data=fmri_data()),
+        "spatial-expression": get_task("spatial-expression").prepare(
+            seed=0, preset=SMOKE, data=spatial_data()
+        ),
+        "spatial-celltype": get_task("spatial-celltype").prepare(
+            seed=0, preset=SMOKE, data=spatial_data()
+        ),
+        "fmri-reconstruction": get_task("fmri-reconstruction").prepare(
+            seed=0, preset=SMOKE, data=fmri_data()
+        ),
         "image-country": get_task("image-country").prepare(seed=0, preset=SMOKE, data=image_data()),
     }
 
@@ -63,7 +79,8 @@ def test_tuning_budget_is_the_same_for_every_model():
 def _write_plugin(root):
     pkg = root / "toy_bench_plugin"
     pkg.mkdir()
-    (pkg / "__init__.py").write_text(textwrap.dedent('''
+    (pkg / "__init__.py").write_text(
+        textwrap.dedent("""
         import torch
         from fimp_bench.models import ModelSpec
 
@@ -76,11 +93,14 @@ def _write_plugin(root):
 
         SPEC = ModelSpec(name="toy-linear", build=Toy, defaults={"lr": 0.01},
                          grid=({}, {"lr": 0.001}, {}, {}), source="toy_bench_plugin")
-    '''))
+    """)
+    )
     dist = root / "toy_bench_plugin-0.1.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-bench-plugin\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[fimp_bench.models]\ntoy-linear = toy_bench_plugin:SPEC\n")
+    (dist / "entry_points.txt").write_text(
+        "[fimp_bench.models]\ntoy-linear = toy_bench_plugin:SPEC\n"
+    )
 
 
 def test_entry_point_plugin(tmp_path, monkeypatch, preps):
@@ -90,11 +110,20 @@ def test_entry_point_plugin(tmp_path, monkeypatch, preps):
     try:
         assert "toy-linear" in list_models()
         spec = get_model("toy-linear")
-        out = spec.build(preps["spatial-celltype"], spec.trials(1)[0])(preps["spatial-celltype"].graphs[0])
+        out = spec.build(preps["spatial-celltype"], spec.trials(1)[0])(
+            preps["spatial-celltype"].graphs[0]
+        )
         assert out["out"].shape[1] == preps["spatial-celltype"].out_dim
-        env = {**os.environ, "PYTHONPATH": str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        }
         res = subprocess.run(
-            [sys.executable, "-m", "fimp_bench", "list", "models"], capture_output=True, text=True, env=env, timeout=300
+            [sys.executable, "-m", "fimp_bench", "list", "models"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
         )
         assert res.returncode == 0, res.stderr
         assert "toy-linear" in res.stdout and "gcn" in res.stdout
@@ -107,7 +136,9 @@ def test_entry_point_plugin(tmp_path, monkeypatch, preps):
 def test_fimp_base_uses_fimp_core(preps):
     import fimp
 
-    model = get_model("fimp-base").build(preps["spatial-expression"], get_model("fimp-base").trials(1)[0])
+    model = get_model("fimp-base").build(
+        preps["spatial-expression"], get_model("fimp-base").trials(1)[0]
+    )
     assert isinstance(model.fimp, fimp.models.FIMP)
     assert isinstance(model.fimp.tokenizer, fimp.tokenizers.GeneTokenizer)
     torch.manual_seed(0)

@@ -22,7 +22,15 @@ def test_records_written_by_run_are_valid_and_complete(smoke_records):
     files = read_records(out)
     assert len(files) == 10
     r = files[0][1]
-    for key in ("task_version", "split_id", "config", "best_epoch", "wall_time_s", "hardware", "date"):
+    for key in (
+        "task_version",
+        "split_id",
+        "config",
+        "best_epoch",
+        "wall_time_s",
+        "hardware",
+        "date",
+    ):
         assert key in r
     assert r["dataset"]["name"] == "synthetic-spatial" and len(r["dataset"]["sha256"]) == 64
     assert r["params"]["trainable"] > 0 and r["params"]["frozen"] == 0

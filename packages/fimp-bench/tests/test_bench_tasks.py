@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-from conftest import fmri_data, image_data, spatial_data
 
+from conftest import fmri_data, image_data, spatial_data
 from fimp_bench.errors import BenchConfigError, UnknownNameError
 from fimp_bench.tasks import FAMILIES, get_preset, get_task, resolve_tasks
 from fimp_bench.tasks.base import fill_masked
@@ -39,7 +39,10 @@ def test_spatial_expression_masks_15_percent_and_fills_with_train_mean():
     np.testing.assert_allclose(x[rows, cols], mean[cols], rtol=1e-5, atol=1e-6)
     # split: disjoint, covering
     parts = [g.train_mask, g.val_mask, g.test_mask]
-    assert int(sum(p.long() for p in parts).max()) == 1 and int(sum(p.sum() for p in parts)) == g.num_nodes
+    assert (
+        int(sum(p.long() for p in parts).max()) == 1
+        and int(sum(p.sum() for p in parts)) == g.num_nodes
+    )
     assert prep.info["split_id"].startswith("spatial_block-")
     assert prep.token_shape == (f, 1) and len(prep.token_info["genes"]) == f
 
@@ -57,21 +60,41 @@ def test_fill_interpolate_is_linear_in_time_and_noise_is_seeded():
     x = np.array([[0.0, 10.0, 20.0, 30.0, 40.0]])
     mask = np.array([[False, True, True, False, False]])
     out = fill_masked(
-        x, mask, strategy="interpolate", reference=x, reference_mask=mask,
-        rng=np.random.default_rng(0), time_axis_len=5,
+        x,
+        mask,
+        strategy="interpolate",
+        reference=x,
+        reference_mask=mask,
+        rng=np.random.default_rng(0),
+        time_axis_len=5,
     )
     np.testing.assert_allclose(out, x)  # linear data is recovered exactly
-    n1 = fill_masked(x, mask, strategy="noise", reference=x, reference_mask=mask, rng=np.random.default_rng(0))
-    n2 = fill_masked(x, mask, strategy="noise", reference=x, reference_mask=mask, rng=np.random.default_rng(0))
+    n1 = fill_masked(
+        x, mask, strategy="noise", reference=x, reference_mask=mask, rng=np.random.default_rng(0)
+    )
+    n2 = fill_masked(
+        x, mask, strategy="noise", reference=x, reference_mask=mask, rng=np.random.default_rng(0)
+    )
     assert np.array_equal(n1, n2) and not np.array_equal(n1[mask], x[mask])
     with pytest.raises(BenchConfigError, match="time-ordered"):
-        fill_masked(x, mask, strategy="interpolate", reference=x, reference_mask=mask, rng=np.random.default_rng(0))
+        fill_masked(
+            x,
+            mask,
+            strategy="interpolate",
+            reference=x,
+            reference_mask=mask,
+            rng=np.random.default_rng(0),
+        )
     with pytest.raises(BenchConfigError, match="not available"):
-        get_task("spatial-expression").prepare(seed=0, preset=SMOKE, data=spatial_data(), fill="interpolate")
+        get_task("spatial-expression").prepare(
+            seed=0, preset=SMOKE, data=spatial_data(), fill="interpolate"
+        )
 
 
 def test_fmri_windows_patches_and_subject_split():
-    prep = get_task("fmri-reconstruction").prepare(seed=0, preset=SMOKE, data=fmri_data(), fill="interpolate")
+    prep = get_task("fmri-reconstruction").prepare(
+        seed=0, preset=SMOKE, data=fmri_data(), fill="interpolate"
+    )
     assert prep.token_shape == (2, 20) and prep.in_dim == 40
     g = prep.graphs[0]
     pmask = g.input_mask.view(g.num_nodes, 2, 20)
@@ -94,7 +117,9 @@ def test_image_tasks_split_kinds():
     assert int(g.test_mask.sum()) == round(0.25 * g.num_nodes)
 
 
-@pytest.mark.parametrize("task", ["spatial-expression", "spatial-celltype", "fmri-reconstruction", "image-country"])
+@pytest.mark.parametrize(
+    "task", ["spatial-expression", "spatial-celltype", "fmri-reconstruction", "image-country"]
+)
 def test_embedded_data_smoke_preset(task):
     prep = get_task(task).prepare(seed=0, preset=SMOKE)
     assert len(prep.info["dataset_sha256"]) == 64

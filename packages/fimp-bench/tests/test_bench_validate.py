@@ -74,7 +74,13 @@ def test_rejects_unregistered_model(submission):
     d = submission / "spatial-celltype" / "records"
     shutil.move(d / "gcn", d / "my-gnn")
     for p in (d / "my-gnn").glob("*.json"):
-        _edit(p, lambda r: (r["model"].__setitem__("name", "my-gnn"), r["model"].__setitem__("registry_key", "my-gnn")))
+        _edit(
+            p,
+            lambda r: (
+                r["model"].__setitem__("name", "my-gnn"),
+                r["model"].__setitem__("registry_key", "my-gnn"),
+            ),
+        )
     rep = validate_submission(submission, smoke=True)
     assert rep.kinds == {"unregistered-model"}
     assert "entry-point group" in rep.render()
