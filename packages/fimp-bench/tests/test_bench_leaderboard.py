@@ -56,13 +56,13 @@ def test_check_fails_on_any_difference(board, capsys):
     root, _ = board
     readme = root / "spatial-celltype" / "README.md"
     readme.write_text(readme.read_text().replace("mlp", "mlp-edited", 1))
-    with pytest.raises(LeaderboardCheckError, match="README.md: differs"):
+    with pytest.raises(LeaderboardCheckError, match=r"README\.md: differs"):
         check(root)
     assert main(["leaderboard", "--root", str(root), "--check"]) != 0
     assert "differs" in capsys.readouterr().err
     generate(root)
     (root / "spatial-celltype" / "results.png").write_bytes(b"\x89PNG broken")
-    with pytest.raises(LeaderboardCheckError, match="results.png: differs"):
+    with pytest.raises(LeaderboardCheckError, match=r"results\.png: differs"):
         check(root)
     generate(root)
     (root / "orphan-task").mkdir()
