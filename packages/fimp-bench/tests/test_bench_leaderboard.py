@@ -84,3 +84,14 @@ def test_external_weights_are_marked(board):
     readme = (root / "spatial-celltype" / "README.md").read_text()
     assert "`mlp †`" in readme and "toy-weights" in readme
     assert rec_path.exists()
+
+
+def test_plots_from_another_matplotlib_version_only_warn(board):
+    root, _ = board
+    svg = root / "spatial-celltype" / "results.svg"
+    text = svg.read_text()
+    import re
+
+    svg.write_text(re.sub(r"Matplotlib v[0-9][^,<\s]*", "Matplotlib v0.0.1", text))
+    warnings = check(root)
+    assert any("matplotlib 0.0.1" in w for w in warnings)

@@ -135,7 +135,8 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from fimp_bench.leaderboard import check, generate
 
     if args.check:
-        check(args.root)
+        for w in check(args.root):
+            print(f"warning: {w}", file=sys.stderr)
         print(f"{args.root}: leaderboards match the records")
     else:
         written = generate(args.root)

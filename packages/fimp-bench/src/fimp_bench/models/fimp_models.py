@@ -5,7 +5,9 @@ per panel gene: gene id + value; masked entries get the learned mask embedding i
 filled value), time series -> ``TimeSeriesPatchTokenizer`` (20-sample patches + region xyz + time
 encoding; masked patches get the learned mask token), images -> ``ImagePatchTokenizer``
 (``patch_size`` x ``patch_size`` pixel patches). Read-outs: the masked mean of the final tokens
--> MLP head (classification), a per-token linear decoder (reconstruction).
+-> MLP head (classification), a per-token linear decoder (reconstruction). With
+``self_loops: true`` (the default config) every node also attends to its own tokens (edge i -> i),
+as GCN's self-loops do; without it a node's tokens see only its neighbours' tokens.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch_geometric.utils import add_remaining_self_loops
 
 from fimp_bench.models.registry import ModelSpec, load_config
 
@@ -29,6 +32,7 @@ class FIMPBenchModel(nn.Module):
         import fimp.tokenizers as tok
 
         dim = int(cfg["dim"])
+        self.self_loops = bool(cfg.get("self_loops", False))
         kind = prep.token_info["kind"]
         self.kind = kind
         self.objective = prep.objective
@@ -66,6 +70,8 @@ class FIMPBenchModel(nn.Module):
 
     def forward(self, data) -> dict[str, torch.Tensor]:
         x, ei = data.x, data.edge_index
+        if self.self_loops:
+            ei, _ = add_remaining_self_loops(ei, num_nodes=x.size(0))
         mask = getattr(data, "input_mask", None)
         if self.kind == "gene":
             out = self.fimp(x, ei, genes=self.genes, mask=mask)

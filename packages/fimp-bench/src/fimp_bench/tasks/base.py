@@ -38,7 +38,7 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    "quick": Preset("quick", max_epochs=40, patience=8, tuning_budget=2, seeds=(0, 1, 2, 3, 4)),
+    "quick": Preset("quick", max_epochs=60, patience=12, tuning_budget=2, seeds=(0, 1, 2, 3, 4)),
     "full": Preset("full", max_epochs=300, patience=30, tuning_budget=4, seeds=tuple(range(10))),
     "smoke": Preset("smoke", max_epochs=2, patience=2, tuning_budget=1, seeds=(0,), batch_size=4),
 }
