@@ -182,3 +182,22 @@ def test_reset_parameters_keeps_the_supplied_tokenizer_and_message_creators():
     assert torch.equal(before_msg, external.convs[0].message.q_proj.weight)
     assert not torch.equal(before_head, external.head[0].weight)
     assert not torch.equal(before_own, own.convs[0].message.q_proj.weight)
+
+
+def test_import_fimp_stays_light_and_exposes_the_public_names():
+    code = (
+        "import sys, fimp\n"
+        "heavy = [m for m in ('timm', 'torchvision', 'onnx', 'safetensors', 'huggingface_hub',"
+        " 'transformers', 'fimp_data', 'fimp_bench') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "for name in ('FIMP', 'create_model', 'list_models', 'register_model', 'embed'):\n"
+        "    assert callable(getattr(fimp, name)), name\n"
+        "assert fimp.nn.FIMPConv and fimp.nn.CrossAttention and fimp.interpret.attention_maps\n"
+        "for t in ('GeneTokenizer', 'TimeSeriesPatchTokenizer', 'ImagePatchTokenizer'):\n"
+        "    assert hasattr(fimp.tokenizers, t), t\n"
+        "for f in ('load_timm_vit', 'load_scgpt', 'load_brainlm', 'load_genept', 'load_bert'):\n"
+        "    assert callable(getattr(fimp.pretrained, f)), f\n"
+        "print('ok')\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
