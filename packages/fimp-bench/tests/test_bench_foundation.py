@@ -52,6 +52,14 @@ def _small(spec, **over):
     return ModelSpec(**{**spec.__dict__, "defaults": {**spec.defaults, **over}, "grid": ({},)})
 
 
+def _self_looped(g) -> torch.Tensor:
+    """The task's edges plus one self-loop per node (slow reference for ``self_loops: true``)."""
+    n = g.num_nodes
+    keep = g.edge_index[0] != g.edge_index[1]
+    loops = torch.arange(n).repeat(2, 1)
+    return torch.cat([g.edge_index[:, keep], loops], dim=1)
+
+
 def test_specs_registered_with_pinned_weights():
     names = list_models()
     for name in FOUNDATION:
@@ -153,23 +161,25 @@ def test_fimp_vit_frozen_prefix_cache_matches_full_forward():
     spec = get_model("fimp-vit")
     torch.manual_seed(0)
     model = spec.build(prep, {**spec.defaults, "num_blocks": 1})
-    assert model.cache_frozen
+    assert model.cache_frozen and model.self_loops
+    g = prep.graphs[0]
+    assert model._edges(g).size(1) == _self_looped(g).size(1) == g.edge_index.size(1) + g.num_nodes
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(n.startswith(("fimp.convs.0.lin.", "fimp.head.")) for n in trainable)
     n_train, n_frozen = count_parameters(model)
     assert n_train == 384 * 384 + 384 + sum(p.numel() for p in model.fimp.head.parameters())
     assert n_frozen > 1_000_000
-    g = prep.graphs[0]
     model.eval()
     with torch.no_grad():
         got = model(g)
         images = torch.nn.functional.interpolate(
             g.x.view(-1, 3, 16, 16), size=28, mode="bilinear", antialias=True, align_corners=False
         )
-        ref = model.fimp(images, g.edge_index)
+        ei = _self_looped(g)
+        ref = model.fimp(images, ei)
     torch.testing.assert_close(got["out"], ref["logits"], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(got["embedding"], ref["node_embedding"], atol=1e-4, rtol=1e-4)
-    emb = fimp.embed(model.fimp, images, g.edge_index)
+    emb = fimp.embed(model.fimp, images, ei)
     torch.testing.assert_close(got["embedding"], emb, atol=1e-4, rtol=1e-4)
     # training moves only W and the head; the cached H + M is reused (same object)
     model.train()
@@ -214,7 +224,7 @@ def test_fimp_bert_spatial_expression(tmp_path, monkeypatch):
     model.eval()
     with torch.no_grad():
         got = model(g)["out"]
-        ref = model.fimp(g.x, g.edge_index, genes=model.genes, mask=g.input_mask)["recon"]
+        ref = model.fimp(g.x, _self_looped(g), genes=model.genes, mask=g.input_mask)["recon"]
     assert got.shape == g.x.shape
     torch.testing.assert_close(got, ref.reshape(g.x.shape), atol=1e-4, rtol=1e-4)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -236,3 +246,25 @@ def test_fimp_bert_spatial_expression(tmp_path, monkeypatch):
     assert rec["model"]["external_weights"][0]["sha256"] == MINILM_WEIGHTS["sha256"]
     assert rec["params"]["frozen"] > 1_000_000 and rec["params"]["trainable"] > 0
     assert set(rec["metrics"]["test"]) >= {"mse", "r2"}
+
+
+@needs_dinov2
+def test_zero_shot_fimp_vit_on_self_loops_is_vit_alone_plus_tokens():
+    """Only self-loops: the frozen FIMP-ViT embedding (identity W) = mean over tokens of
+    H + encode(H), i.e. the vit-alone embedding plus the mean patch token (self-loop identity)."""
+    data = image_data()
+    data.edge_index = torch.empty(2, 0, dtype=torch.long)
+    prep = get_task("image-zeroshot").prepare(seed=0, preset=get_preset("smoke"), data=data)
+    g = prep.graphs[0]
+    frozen_spec, alone_spec = get_model("fimp-vit-frozen"), get_model("vit-alone")
+    frozen = frozen_spec.build(prep, {**frozen_spec.defaults, "num_blocks": 1})
+    alone = alone_spec.build(prep, {**alone_spec.defaults, "num_blocks": 1})
+    assert count_parameters(alone) == (0, count_parameters(alone)[1])  # no head on probe tasks
+    with torch.no_grad():
+        emb = frozen(g)["embedding"]
+        images = torch.nn.functional.interpolate(
+            g.x.view(-1, 3, 16, 16), size=28, mode="bilinear", antialias=True, align_corners=False
+        )
+        tokens = frozen.fimp.tokenizer(images)[0]
+        expected = alone(g)["embedding"] + tokens.mean(1)
+    torch.testing.assert_close(emb, expected, atol=1e-4, rtol=1e-4)

@@ -201,7 +201,17 @@ class FoundationFIMPModel(nn.Module):
                 edge_chunk_size=conv.edge_chunk_size,
             ),
         )
+        self.self_loops = bool(cfg.get("self_loops", False))
         self._cache = _InputCache()
+
+    def _edges(self, data) -> Tensor:
+        """The task's edges, plus one self-loop per node when ``self_loops`` (PyG's
+        ``add_remaining_self_loops``): the node's own tokens then join its messages."""
+        if not self.self_loops:
+            return data.edge_index
+        from torch_geometric.utils import add_remaining_self_loops
+
+        return add_remaining_self_loops(data.edge_index, num_nodes=data.x.size(0))[0]
 
     def _inputs(self, data) -> tuple[Tensor, dict[str, Any]]:
         if self.family == "vit":
@@ -220,7 +230,7 @@ class FoundationFIMPModel(nn.Module):
         try:
             with torch.no_grad():
                 tokens, mask, _ = self.fimp.tokenize(x, **kw)
-                u = self._combine[0](tokens, data.edge_index, token_mask=mask)
+                u = self._combine[0](tokens, self._edges(data), token_mask=mask)
         finally:
             self.fimp.train(was)
         self._cache.put(keys, (u, mask))
@@ -231,7 +241,7 @@ class FoundationFIMPModel(nn.Module):
 
         if self.objective == "probe":
             x, kw = self._inputs(data)
-            return {"out": None, "embedding": fimp.embed(self.fimp, x, data.edge_index, **kw)}
+            return {"out": None, "embedding": fimp.embed(self.fimp, x, self._edges(data), **kw)}
         if self.cache_frozen:
             u, mask = self._frozen_stage(data)
             h = self.fimp.convs[0].lin(u) * mask.unsqueeze(-1).to(u.dtype)
@@ -242,7 +252,7 @@ class FoundationFIMPModel(nn.Module):
                 out["recon"] = self.fimp.decoder(h)
         else:
             x, kw = self._inputs(data)
-            out = self.fimp(x, data.edge_index, **kw)
+            out = self.fimp(x, self._edges(data), **kw)
         if self.objective == "reconstruction":
             pred = out["recon"].reshape(data.x.size(0), -1)
         else:
