@@ -5,6 +5,8 @@ each window is z-scored per region and becomes one graph (node = region, the dat
 on region centres). A region's window is ``window / 20`` tokens of 20 samples (BrainLM patches).
 20% of each region's patches are masked; models predict the masked samples. MSE and
 R^2 = 1 - SS_res/SS_tot over all masked samples of the test subjects' windows pooled.
+Region centres ``pos`` are standardised per axis (mean 0, std 1 over regions) before they reach
+a tokenizer (raw atlas/voxel units in the hundreds would swamp the signal term).
 """
 
 from __future__ import annotations
@@ -120,7 +122,10 @@ class FMRIReconstruction(Task):
                 rng=rng,
                 time_axis_len=window,
             )
-            pos = d.pos.float() if getattr(d, "pos", None) is not None else None
+            pos = None
+            if getattr(d, "pos", None) is not None:  # region centres, standardised per axis
+                p = d.pos.double()
+                pos = ((p - p.mean(0)) / p.std(0).clamp_min(1e-12)).float()
             graphs.append(
                 Data(
                     x=torch.from_numpy(x),
