@@ -110,7 +110,7 @@ def test_fmri_windows_patches_and_subject_split():
 def test_image_tasks_split_kinds():
     country = get_task("image-country").prepare(seed=0, preset=SMOKE, data=image_data())
     assert country.info["split_id"].startswith("spatial_block-")
-    assert country.token_info["image_shape"] == [3, 16, 16]
+    assert country.token_info["image_shape"] == [3, 8, 8]
     zs = get_task("image-zeroshot").prepare(seed=0, preset=SMOKE, data=image_data())
     g = zs.graphs[0]
     assert int(g.val_mask.sum()) == 0

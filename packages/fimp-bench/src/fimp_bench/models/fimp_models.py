@@ -49,7 +49,7 @@ class FIMPBenchModel(nn.Module):
             self.image_shape = (c, h, w)
             tokenizer = tok.ImagePatchTokenizer(
                 img_size=(h, w),
-                patch_size=int(cfg.get("patch_size", 8)),
+                patch_size=int(prep.token_info.get("patch_size", cfg.get("patch_size", 8))),
                 in_chans=c,
                 dim=dim,
                 class_token=False,

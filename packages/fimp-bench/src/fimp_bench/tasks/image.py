@@ -1,6 +1,7 @@
 """Image tasks on a geographic image graph: country classification and a zero-shot linear probe.
 
-Node = image (``x`` = flattened ``C x H x W`` pixels), graph = the dataset's recipe (haversine kNN
+Node = image (``x`` = flattened ``C x H x W`` pixels; the quick preset average-pools the
+embedded 3x32x32 patches to 3x16x16 and FIMP reads 4x4-pixel patches, 16 tokens), graph = the dataset's recipe (haversine kNN
 on lat/lon), label = country. ``image-country`` splits by blocks of (lat, lon)
 (``fimp_data.spatial_block_split``); ``image-zeroshot`` trains nothing: a scikit-learn
 LogisticRegression is fitted on frozen node embeddings of 75% of the nodes (random split) and
@@ -22,18 +23,29 @@ from fimp_bench.tasks.base import PreparedTask, Preset, Task
 __all__ = ["ImageCountry", "ImageZeroShot"]
 
 _MAX_NODES = {"quick": None, "full": None, "smoke": 150}
+#: Image down-sampling factor (2x2 average pooling: 3x32x32 -> 3x16x16) and FIMP patch size.
+_POOL = {"quick": 2, "full": 1, "smoke": 2}
+_PATCH = {"quick": 4, "full": 8, "smoke": 4}
 
 
-def _pixels(data: Data, train: np.ndarray, image_shape: tuple[int, int, int]) -> np.ndarray:
-    """Pixels scaled to [0, 1] (uint8 /255) and standardised per channel on training nodes."""
+def _pixels(
+    data: Data, train: np.ndarray, image_shape: tuple[int, int, int], pool: int
+) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """Pixels scaled to [0, 1] (uint8 /255), ``pool`` x ``pool`` average-pooled, standardised per
+    channel on training nodes. Returns ``([N, C*H'*W'], (C, H', W'))``."""
     x = to_numpy(data.x).astype(np.float32)
     if x.max() > 1.5:
         x = x / 255.0
-    c = image_shape[0]
+    c, h, w = image_shape
+    if pool > 1:
+        t = torch.nn.functional.avg_pool2d(torch.from_numpy(x).view(-1, c, h, w), pool)
+        image_shape = (c, h // pool, w // pool)
+        x = t.reshape(t.size(0), -1).numpy()
     img = x.reshape(x.shape[0], c, -1)
     mu = img[train].mean(axis=(0, 2), keepdims=True)
     sd = img[train].std(axis=(0, 2), keepdims=True)
-    return ((img - mu) / np.where(sd > 0, sd, 1.0)).reshape(x.shape[0], -1).astype(np.float32)
+    out = ((img - mu) / np.where(sd > 0, sd, 1.0)).reshape(x.shape[0], -1).astype(np.float32)
+    return out, image_shape
 
 
 class _ImageBase(Task):
@@ -69,7 +81,7 @@ class _ImageBase(Task):
         split = _data.split_nodes(
             self.split_kind, data, seed=seed, val=self.fractions[1], test=self.fractions[2]
         )
-        x = _pixels(data, split.train, image_shape)
+        x, image_shape = _pixels(data, split.train, image_shape, _POOL[preset.name])
         y = torch.as_tensor(to_numpy(data.y), dtype=torch.long)
         n = data.num_nodes
         tr, va, te = masks_from_indices(n, split.train, split.val, split.test)
@@ -92,7 +104,11 @@ class _ImageBase(Task):
             out_dim=num_classes,
             num_classes=num_classes,
             token_shape=(x.shape[1], 1),
-            token_info={"kind": "image", "image_shape": list(image_shape)},
+            token_info={
+                "kind": "image",
+                "image_shape": list(image_shape),
+                "patch_size": _PATCH[preset.name],
+            },
             info={
                 "dataset": name,
                 "dataset_sha256": sha,
@@ -101,6 +117,7 @@ class _ImageBase(Task):
                 "num_nodes": n,
                 "num_edges": int(data.edge_index.size(1)),
                 "num_features": x.shape[1],
+                "image_shape": list(image_shape),
             },
         )
 
