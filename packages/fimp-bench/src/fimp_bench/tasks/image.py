@@ -23,9 +23,8 @@ from fimp_bench.tasks.base import PreparedTask, Preset, Task
 __all__ = ["ImageCountry", "ImageZeroShot"]
 
 _MAX_NODES = {"quick": None, "full": None, "smoke": 150}
-#: Image down-sampling factor (2x2 average pooling: 3x32x32 -> 3x16x16) and FIMP patch size.
+#: Image down-sampling factor per preset (2x2 average pooling: 3x32x32 -> 3x16x16).
 _POOL = {"quick": 2, "full": 1, "smoke": 2}
-_PATCH = {"quick": 4, "full": 8, "smoke": 4}
 
 
 def _pixels(
@@ -58,6 +57,7 @@ class _ImageBase(Task):
     }
     split_kind = "spatial_block"
     fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    pool: ClassVar[dict[str, int]] = _POOL
 
     def prepare(
         self,
@@ -81,7 +81,7 @@ class _ImageBase(Task):
         split = _data.split_nodes(
             self.split_kind, data, seed=seed, val=self.fractions[1], test=self.fractions[2]
         )
-        x, image_shape = _pixels(data, split.train, image_shape, _POOL[preset.name])
+        x, image_shape = _pixels(data, split.train, image_shape, self.pool[preset.name])
         y = torch.as_tensor(to_numpy(data.y), dtype=torch.long)
         n = data.num_nodes
         tr, va, te = masks_from_indices(n, split.train, split.val, split.test)
@@ -107,7 +107,7 @@ class _ImageBase(Task):
             token_info={
                 "kind": "image",
                 "image_shape": list(image_shape),
-                "patch_size": _PATCH[preset.name],
+                "patch_size": max(1, image_shape[1] // 4),  # 4 x 4 = 16 tokens per image
             },
             info={
                 "dataset": name,
@@ -142,6 +142,8 @@ class ImageZeroShot(_ImageBase):
     primary_metric = "accuracy"
     split_kind = "random"
     fractions = (0.75, 0.0, 0.25)
+    #: no training, so no need to shrink: the probe reads embeddings of the full 3x32x32 images
+    pool: ClassVar[dict[str, int]] = {"quick": 1, "full": 1, "smoke": 1}
     default_models = (
         "majority",
         "mlp",
