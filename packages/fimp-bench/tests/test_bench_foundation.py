@@ -173,7 +173,11 @@ def test_fimp_vit_frozen_prefix_cache_matches_full_forward():
     with torch.no_grad():
         got = model(g)
         images = torch.nn.functional.interpolate(
-            g.x.view(-1, 3, 16, 16), size=28, mode="bilinear", antialias=True, align_corners=False
+            g.x.view(-1, *model.image_shape),
+            size=28,
+            mode="bilinear",
+            antialias=True,
+            align_corners=False,
         )
         ei = _self_looped(g)
         ref = model.fimp(images, ei)
@@ -263,7 +267,11 @@ def test_zero_shot_fimp_vit_on_self_loops_is_vit_alone_plus_tokens():
     with torch.no_grad():
         emb = frozen(g)["embedding"]
         images = torch.nn.functional.interpolate(
-            g.x.view(-1, 3, 16, 16), size=28, mode="bilinear", antialias=True, align_corners=False
+            g.x.view(-1, *frozen.image_shape),
+            size=28,
+            mode="bilinear",
+            antialias=True,
+            align_corners=False,
         )
         tokens = frozen.fimp.tokenizer(images)[0]
         expected = alone(g)["embedding"] + tokens.mean(1)
