@@ -250,7 +250,7 @@ def train_trial(
             best_state = copy.deepcopy(model.state_dict())
         else:
             stale += 1
-            if stale >= prep.preset.patience:
+            if stale >= prep.preset.patience and epoch + 1 >= prep.preset.min_epochs:
                 break
     bar.close()
     if best_state is not None:
@@ -427,7 +427,16 @@ def build_record(
         "versions": env["versions"],
         "git": env["git"],
         "date": env["date"],
-        "task_info": {k: v for k, v in prep.info.items() if k not in ("dataset_sha256",)},
+        "task_info": {
+            **{k: v for k, v in prep.info.items() if k not in ("dataset_sha256",)},
+            "training": {
+                "max_epochs": prep.preset.max_epochs,
+                "min_epochs": prep.preset.min_epochs,
+                "patience": prep.preset.patience,
+                "batch_size": prep.preset.batch_size,
+                "optimizer": "AdamW",
+            },
+        },
     }
 
 

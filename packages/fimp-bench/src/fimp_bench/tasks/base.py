@@ -26,7 +26,10 @@ class Preset:
             ``smoke`` (a tiny subset, 2 epochs: used by ``validate`` and the CI scripts).
         max_epochs: epochs per trial; ``patience``: early-stopping patience in epochs on the
             validation metric; ``tuning_budget``: number of grid points tried per model and seed
-            (the same for every model); ``seeds``: default seeds.
+            (the same for every model); ``seeds``: default seeds; ``min_epochs``: early stopping
+            cannot stop before this many epochs (models that start on a plateau, such as the
+            token models, are not cut off by validation noise in their first epochs);
+            ``batch_size``: graphs per step for graph-level tasks.
     """
 
     name: str
@@ -35,11 +38,16 @@ class Preset:
     tuning_budget: int
     seeds: tuple[int, ...]
     batch_size: int = 8
+    min_epochs: int = 0
 
 
 PRESETS: dict[str, Preset] = {
-    "quick": Preset("quick", max_epochs=60, patience=12, tuning_budget=2, seeds=(0, 1, 2, 3, 4)),
-    "full": Preset("full", max_epochs=300, patience=30, tuning_budget=4, seeds=tuple(range(10))),
+    "quick": Preset(
+        "quick", max_epochs=60, patience=12, tuning_budget=2, seeds=(0, 1, 2, 3, 4), min_epochs=30
+    ),
+    "full": Preset(
+        "full", max_epochs=300, patience=30, tuning_budget=4, seeds=tuple(range(10)), min_epochs=50
+    ),
     "smoke": Preset("smoke", max_epochs=2, patience=2, tuning_budget=1, seeds=(0,), batch_size=4),
 }
 
