@@ -41,6 +41,16 @@ def _fmt(v: float, digits: int = 4) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
+def _protocol(record: dict[str, Any]) -> str:
+    """``epochs min-max, patience p`` from the record's training protocol (or ``zero-shot``)."""
+    if record["mode"] == "zero-shot":
+        return "no training"
+    t = record.get("task_info", {}).get("training")
+    if not t:
+        return "not recorded"
+    return f"{t['min_epochs']}-{t['max_epochs']} ep, patience {t['patience']}"
+
+
 def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (model, preset, mode, fill) of one task's records, best primary metric first."""
     from fimp_bench.tasks import TASKS
@@ -72,6 +82,7 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "task_version": rs[0]["task_version"],
             "dataset": rs[0]["dataset"]["name"],
             "wall_time_s": float(np.mean([r["wall_time_s"] for r in rs])),
+            "protocol": _protocol(rs[0]),
             "test": {},
             "per_seed": {},
         }
@@ -117,12 +128,14 @@ def _readme(task_name: str, rows: list[dict[str, Any]]) -> str:
         lines.append("")
     lines.append(
         "Cells: test-split mean ± standard deviation over N seeds (sample std, ddof=1). "
-        "#params = trainable / frozen (`sum(p.numel())`). Sorted by "
+        "#params = trainable / frozen (`sum(p.numel())`). Epochs: early stopping on the "
+        "validation metric between min and max epochs ('not recorded': a record written before "
+        "the protocol was stored, trained without a minimum). Sorted by "
         f"{_METRIC_NAMES.get(rows[0]['primary'], rows[0]['primary'])}."
     )
     lines.append("")
     head = ["rank", "model", *(_METRIC_NAMES.get(m, m) for m in metrics), "N", "#params", "mode"]
-    head += ["fill", "preset", "mean wall time / seed", "hardware"]
+    head += ["fill", "preset", "epochs", "mean wall time / seed", "hardware"]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "|".join("---" for _ in head) + "|")
     for r in rows:
@@ -136,6 +149,7 @@ def _readme(task_name: str, rows: list[dict[str, Any]]) -> str:
             r["mode"],
             r["fill"],
             r["preset"],
+            r["protocol"],
             f"{r['wall_time_s']:.1f} s",
             r["hardware"],
         ]
