@@ -146,6 +146,16 @@ def test_image_zeroshot_records(tmp_path, monkeypatch):
         assert w["sha256"] == DINOV2_WEIGHTS["sha256"] and w["file"] == DINOV2_WEIGHTS["file"]
         assert by[name]["params"]["frozen"] > 1_000_000  # the DINOv2 block + patch embedding
     assert by["fimp-vit-frozen"]["config"]["projection"] == "identity"
+    for name in ("fimp-vit-frozen", "vit-alone", "graphsage-untrained"):
+        split = by[name]["config"]["parameter_split"]
+        assert split["trainable"] == {} and split["rule"].startswith("zero-shot")
+        assert sum(split["frozen"].values()) == by[name]["params"]["frozen"]
+    assert (
+        by["fimp-vit-frozen"]["config"]["parameter_split"]["frozen"][
+            "message creator (pretrained blocks)"
+        ]
+        > 1_000_000
+    )
     assert by["graphsage-untrained"]["model"]["external_weights"] == []
     rows = {r["registry_key"]: r for r in summarize(records)}
     assert rows["fimp-vit-frozen"]["model"].endswith(EXTERNAL_MARK)
@@ -213,6 +223,11 @@ def test_fimp_vit_trained_record(tmp_path, monkeypatch):
     assert rec["params"]["trainable"] > 0 and rec["params"]["frozen"] > 1_000_000
     assert rec["model"]["external_weights"][0]["sha256"] == DINOV2_WEIGHTS["sha256"]
     assert rec["config"]["freeze"] == "all"
+    split = rec["config"]["parameter_split"]
+    assert set(split["trainable"]) == {"FIMP projection W", "classification head"}
+    assert {"tokenizer", "message creator (pretrained blocks)"} <= set(split["frozen"])
+    assert sum(split["trainable"].values()) == rec["params"]["trainable"]
+    assert sum(split["frozen"].values()) == rec["params"]["frozen"]
 
 
 @needs_minilm
@@ -250,6 +265,10 @@ def test_fimp_bert_spatial_expression(tmp_path, monkeypatch):
     assert rec["model"]["external_weights"][0]["sha256"] == MINILM_WEIGHTS["sha256"]
     assert rec["params"]["frozen"] > 1_000_000 and rec["params"]["trainable"] > 0
     assert set(rec["metrics"]["test"]) >= {"mse", "r2"}
+    split = rec["config"]["parameter_split"]
+    assert set(split["trainable"]) == {"FIMP projection W", "reconstruction decoder"}
+    assert sum(split["trainable"].values()) == rec["params"]["trainable"]
+    assert sum(split["frozen"].values()) == rec["params"]["frozen"]
 
 
 @needs_dinov2

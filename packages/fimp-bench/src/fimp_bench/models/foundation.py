@@ -22,6 +22,10 @@ creator frozen, ``H + M`` (tokens plus aggregated messages) does not change duri
 is computed once per input graph (cached on the module, keyed by the input tensors) and only W and
 the head run per epoch. The result equals the uncached forward (checked in the tests).
 
+Which parameters train is recorded per part of the model (tokenizer, pretrained blocks, FIMP's
+W, head / decoder): the build writes :func:`parameter_split` into the run's config, so every
+record carries it next to the bench's trainable / frozen counts.
+
 Each spec names its pretrained weights (``external_weights``: name, source package + version, file,
 sha256); the build checks the installed file's sha256 against it, so a record cannot name weights
 that were not used.
@@ -43,6 +47,7 @@ __all__ = [
     "MINILM_WEIGHTS",
     "FoundationFIMPModel",
     "ViTAloneModel",
+    "parameter_split",
     "register",
     "resolve_config",
     "specs",
@@ -311,8 +316,46 @@ class ViTAloneModel(nn.Module):
         return {"out": self.head(emb) if self.head is not None else None, "embedding": emb}
 
 
+def parameter_split(prep, groups: dict[str, nn.Module | None]) -> dict[str, dict[str, int] | str]:
+    """Which parameters train and which are frozen, per named part of a model.
+
+    Returns ``{"trainable": {part: numel}, "frozen": {part: numel}, "rule": ...}`` (parts with no
+    parameters of that kind are left out). On probe (zero-shot) tasks nothing trains: every part is
+    frozen, as the bench's probe freezes the whole model.
+    """
+    out: dict[str, dict[str, int]] = {"trainable": {}, "frozen": {}}
+    zero_shot = prep.objective == "probe"
+    for name, module in groups.items():
+        if module is None:
+            continue
+        for p in module.parameters():
+            kind = "trainable" if p.requires_grad and not zero_shot else "frozen"
+            out[kind][name] = out[kind].get(name, 0) + int(p.numel())
+    rule = "zero-shot: nothing trains" if zero_shot else "requires_grad after the build"
+    return {**out, "rule": rule}
+
+
+def _recorded(model: nn.Module, prep, cfg: dict[str, Any], groups) -> nn.Module:
+    # the trainer records this very config dict: the split lands in the run's record
+    cfg["parameter_split"] = parameter_split(prep, groups)
+    return model
+
+
+def _fimp_groups(model: FoundationFIMPModel) -> dict[str, nn.Module | None]:
+    f = model.fimp
+    return {
+        "tokenizer": f.tokenizer,
+        "message creator (pretrained blocks)": nn.ModuleList(c.message for c in f.convs),
+        "FIMP projection W": nn.ModuleList(c.lin for c in f.convs if c.lin is not None),
+        "norms between layers": f.norms,
+        "classification head": f.head,
+        "reconstruction decoder": f.decoder,
+    }
+
+
 def _build_fimp_vit(prep, cfg: dict[str, Any]) -> nn.Module:
-    return FoundationFIMPModel(prep, cfg, family="vit")
+    model = FoundationFIMPModel(prep, cfg, family="vit")
+    return _recorded(model, prep, cfg, _fimp_groups(model))
 
 
 def _build_fimp_vit_frozen(prep, cfg: dict[str, Any]) -> nn.Module:
@@ -321,15 +364,23 @@ def _build_fimp_vit_frozen(prep, cfg: dict[str, Any]) -> nn.Module:
             "fimp-vit-frozen is the zero-shot row (no graph training): run it on a probe task "
             "(image-zeroshot); use fimp-vit for trained tasks"
         )
-    return FoundationFIMPModel(prep, {**cfg, "freeze": "all"}, family="vit")
+    model = FoundationFIMPModel(prep, {**cfg, "freeze": "all"}, family="vit")
+    return _recorded(model, prep, cfg, _fimp_groups(model))
 
 
 def _build_fimp_bert(prep, cfg: dict[str, Any]) -> nn.Module:
-    return FoundationFIMPModel(prep, cfg, family="bert")
+    model = FoundationFIMPModel(prep, cfg, family="bert")
+    return _recorded(model, prep, cfg, _fimp_groups(model))
 
 
 def _build_vit_alone(prep, cfg: dict[str, Any]) -> nn.Module:
-    return ViTAloneModel(prep, cfg)
+    model = ViTAloneModel(prep, cfg)
+    groups = {
+        "tokenizer": model.tokenizer,
+        "pretrained blocks": model.encoder,
+        "linear head": model.head,
+    }
+    return _recorded(model, prep, cfg, groups)
 
 
 def _build_graphsage_untrained(prep, cfg: dict[str, Any]) -> nn.Module:
@@ -340,7 +391,8 @@ def _build_graphsage_untrained(prep, cfg: dict[str, Any]) -> nn.Module:
             "graphsage-untrained is a zero-shot row: run it on a probe task (image-zeroshot); "
             "use graphsage for trained tasks"
         )
-    return BaselineModel("graphsage", prep.in_dim, prep.out_dim, cfg)
+    model = BaselineModel("graphsage", prep.in_dim, prep.out_dim, cfg)
+    return _recorded(model, prep, cfg, {"GraphSAGE": model.body, "head": model.head})
 
 
 def _one_layer(cfg: dict[str, Any]) -> int:
