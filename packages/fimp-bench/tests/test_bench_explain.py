@@ -8,7 +8,6 @@ recomputation with fimp.interpret on the saved model, and the CLI entry reuses a
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 import torch
 
 from fimp_bench.errors import BenchConfigError, UnknownNameError
-from fimp_bench.explain import add_explain_parser, explain, run_explain, write_label_csv
+from fimp_bench.explain import explain, run_explain, write_label_csv
 
 SMOKE = {"preset": "smoke", "budget": 1, "top_k": 6}
 
@@ -114,18 +113,6 @@ def test_expression_task_and_cli_with_checkpoint(tmp_path: Path, monkeypatch, ca
     # the CLI as wired by cli.py: `fimp-bench explain ...` through cli.main
     from fimp_bench import cli
 
-    def subparsers(p: argparse.ArgumentParser) -> argparse._SubParsersAction:
-        return next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
-
-    if "explain" not in subparsers(cli.build_parser()).choices:
-        original = cli.build_parser  # not wired into cli.py yet: wire it the documented way
-
-        def build_parser() -> argparse.ArgumentParser:
-            p = original()
-            add_explain_parser(subparsers(p))
-            return p
-
-        monkeypatch.setattr(cli, "build_parser", build_parser)
     again = tmp_path / "again"
     argv = ["explain", "--task", "spatial-expression", "--seed", "1", "--preset", "smoke"]
     argv += ["--layer", "0", "--top-k", "0", "--out", str(again), "--checkpoint", str(out)]

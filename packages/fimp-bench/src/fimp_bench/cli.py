@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 
 from fimp_bench.errors import BenchError
+from fimp_bench.explain import add_explain_parser
 
 __all__ = ["main", "parse_seeds"]
 
@@ -250,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="existing leaderboards folder to check duplicates against",
     )
     v.set_defaults(func=_cmd_validate)
+    add_explain_parser(sub)
     return p
 
 
