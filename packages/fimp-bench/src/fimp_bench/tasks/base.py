@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -103,7 +104,7 @@ class PreparedTask:
         return self.task.objective
 
 
-class Task:
+class Task(ABC):
     """Base class of a benchmark task. Subclasses set the class attributes and ``prepare``."""
 
     name: str = ""
@@ -131,6 +132,7 @@ class Task:
         """The dataset name used by ``preset`` (``dataset`` overrides it)."""
         return dataset or self.default_dataset.get(preset) or self.default_dataset["quick"]
 
+    @abstractmethod
     def prepare(
         self,
         *,
@@ -141,7 +143,6 @@ class Task:
         fill: str = "mean",
     ) -> PreparedTask:
         """Load (or take ``data``), tokenize, mask, fill and split for ``seed``."""
-        raise NotImplementedError
 
     def spec(self) -> dict[str, Any]:
         """A JSON-able description of the task (shown by ``fimp-bench list tasks``)."""
