@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
 from reference_fimp import ref_cross_attention, ref_fimp_conv
-from torch_geometric.nn import MessagePassing
 
 from fimp.errors import ConfigError, GraphError, NonFiniteError, ShapeError
 from fimp.nn import CrossAttention, FIMPConv, MessageCreator
@@ -136,23 +137,17 @@ def test_cross_attention_module_matches_reference_and_mha():
     torch.testing.assert_close(att(q[:2], kv[:2], key_mask=kmask[:2]), ref, atol=ATOL, rtol=1e-5)
 
 
-class AMPConv(MessagePassing):
-    """The predecessor (AMPNet, 2022): a mean MessagePassing whose message is nn.MultiheadAttention."""
+def _load_benchmark_module():
+    """The predecessor layer lives once, in the benchmark that times it against FIMPConv."""
+    path = Path(__file__).resolve().parents[3] / "benchmarks" / "bench_fimp_conv.py"
+    spec = importlib.util.spec_from_file_location("bench_fimp_conv", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # PyG's MessagePassing inspects its class's module
+    spec.loader.exec_module(module)
+    return module
 
-    def __init__(self, embed_dim: int, num_heads: int, num_tokens: int) -> None:
-        super().__init__(aggr="mean")
-        self.embed_dim, self.num_tokens = embed_dim, num_tokens
-        self.attn = torch.nn.MultiheadAttention(embed_dim, num_heads, batch_first=True)
 
-    def forward(self, x, edge_index):
-        return self.propagate(edge_index, x=x)
-
-    def message(self, x_i, x_j):
-        e = x_i.size(0)
-        q = x_i.view(e, self.num_tokens, self.embed_dim)
-        kv = x_j.view(e, self.num_tokens, self.embed_dim)
-        out, _ = self.attn(query=q, key=kv, value=kv)
-        return out.reshape(e, -1)
+AMPConv = _load_benchmark_module().AMPConv
 
 
 def test_predecessor_equivalence():
