@@ -68,6 +68,34 @@ def test_every_model_runs_on_every_task_kind(preps, name):
         out["out"].float().pow(2).mean().backward()
 
 
+def test_gps_inference_skips_the_mha_fast_path_but_computes_the_same(preps):
+    """_GPS evaluates without nn.MultiheadAttention's C++ fast path (slow masked softmax on the
+    CPU): same outputs as the fast path, and the process-wide switch is restored."""
+    prep = preps["image-country"]
+    spec = get_model("gps")
+    torch.manual_seed(0)
+    body = spec.build(prep, spec.trials(1)[0]).eval().body
+    g = prep.graphs[0]
+    seen = []
+    hooks = [
+        conv.attn.register_forward_pre_hook(
+            lambda *_: seen.append(torch.backends.mha.get_fastpath_enabled())
+        )
+        for conv in body.convs
+    ]
+    with torch.no_grad():
+        ours = body(g.x, g.edge_index)
+    for hook in hooks:
+        hook.remove()
+    assert seen == [False] * len(body.convs)
+    assert torch.backends.mha.get_fastpath_enabled()
+    with torch.no_grad():  # the same layers through the fast path (switch on, eval, no grad)
+        h = body.inp(g.x)
+        for conv in body.convs:
+            h = conv(h, g.edge_index, None)
+    torch.testing.assert_close(ours, h, atol=1e-5, rtol=1e-5)
+
+
 def test_tuning_budget_is_the_same_for_every_model():
     for name in BUILTIN:
         spec = get_model(name)

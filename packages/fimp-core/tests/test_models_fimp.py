@@ -117,6 +117,30 @@ def test_embed_is_eval_mode_no_grad_and_restores_mode():
     assert model.training
 
 
+def test_attn_dropout_is_separate_from_dropout_and_defaults_to_it():
+    data = _gene_data()
+    tok = GeneTokenizer(data.feature_names, 16)
+    same = FIMP(tok, dim=16, heads=2, dropout=0.3)
+    assert [c.message.dropout for c in same.convs] == [0.3, 0.3]
+    assert same.dropout.p == 0.3
+    split = FIMP(tok, dim=16, heads=2, dropout=0.3, attn_dropout=0.0)
+    assert [c.message.dropout for c in split.convs] == [0.0, 0.0]
+    assert split.dropout.p == 0.3 and split.head is None
+    # attention dropout off: in train mode the layers are deterministic, only the between-layer
+    # dropout (here 0) could change the output
+    torch.manual_seed(0)
+    quiet = FIMP(tok, dim=16, heads=2, dropout=0.0, attn_dropout=0.0).train()
+    x, ei = data.x, data.edge_index
+    torch.testing.assert_close(
+        quiet(x, ei, genes=data.feature_names)["tokens"],
+        quiet(x, ei, genes=data.feature_names)["tokens"],
+    )
+    noisy = FIMP(tok, dim=16, heads=2, dropout=0.0, attn_dropout=0.5).train()
+    a = noisy(x, ei, genes=data.feature_names)["tokens"]
+    b = noisy(x, ei, genes=data.feature_names)["tokens"]
+    assert not torch.allclose(a, b)
+
+
 def test_tokenizer_by_name():
     model = fimp.create_model(
         "fimp_base", tokenizer="gene", tokenizer_kwargs={"genes": ["A", "B", "C"]}, dim=8, heads=2

@@ -62,8 +62,17 @@ class _GPS(nn.Module):
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor, batch=None) -> torch.Tensor:
         h = self.inp(x)
-        for conv in self.convs:
-            h = conv(h, edge_index, batch)
+        # In inference, nn.MultiheadAttention's C++ fast path sends GPSConv's key-padding mask
+        # through aten::_masked_softmax: ~6x slower on the CPU than the regular path, which
+        # computes the same function (3,288-node graph: 0.44 s vs 0.08 s). Use the regular path
+        # here and restore the process-wide switch afterwards.
+        fast = torch.backends.mha.get_fastpath_enabled()
+        torch.backends.mha.set_fastpath_enabled(False)
+        try:
+            for conv in self.convs:
+                h = conv(h, edge_index, batch)
+        finally:
+            torch.backends.mha.set_fastpath_enabled(fast)
         return h
 
 

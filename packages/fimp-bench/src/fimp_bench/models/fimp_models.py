@@ -49,7 +49,7 @@ class FIMPBenchModel(nn.Module):
             self.image_shape = (c, h, w)
             tokenizer = tok.ImagePatchTokenizer(
                 img_size=(h, w),
-                patch_size=int(prep.token_info.get("patch_size", cfg.get("patch_size", 8))),
+                patch_size=int(prep.token_info["patch_size"]),
                 in_chans=c,
                 dim=dim,
                 class_token=False,
@@ -64,6 +64,7 @@ class FIMPBenchModel(nn.Module):
             num_layers=int(cfg["layers"]),
             heads=int(cfg["heads"]),
             dropout=float(cfg.get("dropout", 0.0)),
+            attn_dropout=None if cfg.get("attn_dropout") is None else float(cfg["attn_dropout"]),
             num_classes=prep.num_classes if prep.objective == "classification" else None,
             recon_out=recon if prep.objective == "reconstruction" else None,
         )

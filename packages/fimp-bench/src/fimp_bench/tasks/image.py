@@ -1,8 +1,10 @@
 """Image tasks on a geographic image graph: country classification and a zero-shot linear probe.
 
-Node = image (``x`` = flattened ``C x H x W`` pixels; the quick preset average-pools the
-embedded 3x32x32 patches to 3x16x16 and FIMP reads 4x4-pixel patches, 16 tokens), graph = the dataset's recipe (haversine kNN
-on lat/lon), label = country. ``image-country`` splits by blocks of (lat, lon)
+Node = image (``x`` = flattened ``C x H x W`` pixels), graph = the dataset's recipe (haversine
+kNN on lat/lon), label = country. FIMP reads square pixel patches of a size the task fixes per
+preset: quick ``image-country`` average-pools the embedded 3x32x32 images to 3x16x16 and reads
+8x8 patches (a 2x2 grid, 4 tokens); quick ``image-zeroshot`` (no training) reads the 3x32x32
+images in 8x8 patches (16 tokens); ``full`` reads ViT-style 16x16 patches. ``image-country`` splits by blocks of (lat, lon)
 (``fimp_data.spatial_block_split``); ``image-zeroshot`` trains nothing: a scikit-learn
 LogisticRegression is fitted on frozen node embeddings of 75% of the nodes (random split) and
 scored on the other 25%.
@@ -17,6 +19,7 @@ import torch
 from torch_geometric.data import Data
 
 from fimp_bench import _data
+from fimp_bench.errors import BenchConfigError
 from fimp_bench.tasks._common import central_subset, masks_from_indices, require, to_numpy
 from fimp_bench.tasks.base import PreparedTask, Preset, Task
 
@@ -25,6 +28,8 @@ __all__ = ["ImageCountry", "ImageZeroShot"]
 _MAX_NODES = {"quick": None, "full": None, "smoke": 150}
 #: Image down-sampling factor per preset (2x2 average pooling: 3x32x32 -> 3x16x16).
 _POOL = {"quick": 2, "full": 1, "smoke": 2}
+#: FIMP's square pixel patch per preset (after pooling).
+_PATCH = {"quick": 8, "full": 16, "smoke": 8}
 
 
 def _pixels(
@@ -58,6 +63,7 @@ class _ImageBase(Task):
     split_kind = "spatial_block"
     fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
     pool: ClassVar[dict[str, int]] = _POOL
+    patch: ClassVar[dict[str, int]] = _PATCH
 
     def prepare(
         self,
@@ -82,6 +88,13 @@ class _ImageBase(Task):
             self.split_kind, data, seed=seed, val=self.fractions[1], test=self.fractions[2]
         )
         x, image_shape = _pixels(data, split.train, image_shape, self.pool[preset.name])
+        patch = self.patch[preset.name]
+        if image_shape[1] % patch or image_shape[2] % patch:
+            raise BenchConfigError(
+                f"{self.name}: images of {image_shape[1]}x{image_shape[2]} pixels (after "
+                f"{self.pool[preset.name]}x pooling) do not split into {patch}x{patch} patches; "
+                "use images whose height and width are multiples of the patch size"
+            )
         y = torch.as_tensor(to_numpy(data.y), dtype=torch.long)
         n = data.num_nodes
         tr, va, te = masks_from_indices(n, split.train, split.val, split.test)
@@ -107,7 +120,7 @@ class _ImageBase(Task):
             token_info={
                 "kind": "image",
                 "image_shape": list(image_shape),
-                "patch_size": max(1, image_shape[1] // 4),  # 4 x 4 = 16 tokens per image
+                "patch_size": patch,
             },
             info={
                 "dataset": name,
@@ -124,7 +137,8 @@ class _ImageBase(Task):
 
 class ImageCountry(_ImageBase):
     name = "image-country"
-    version = "1.0"
+    #: 1.1: FIMP reads 8x8 patches of the pooled 16x16 images (4 tokens; 1.0: 4x4, 16 tokens)
+    version = "1.1"
     objective = "classification"
     metrics = ("accuracy", "macro_f1")
     primary_metric = "accuracy"
