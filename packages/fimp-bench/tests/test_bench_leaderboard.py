@@ -95,3 +95,15 @@ def test_plots_from_another_matplotlib_version_only_warn(board):
     svg.write_text(re.sub(r"Matplotlib v[0-9][^,<\s]*", "Matplotlib v0.0.1", text))
     warnings = check(root)
     assert any("matplotlib 0.0.1" in w for w in warnings)
+
+
+def test_protocol_column():
+    from fimp_bench.leaderboard import _protocol
+
+    def rec(mode="trained", **training):
+        return {"mode": mode, "task_info": {"training": training} if training else {}}
+
+    assert _protocol(rec(min_epochs=30, max_epochs=60, patience=12)) == "30-60 ep, patience 12"
+    assert _protocol(rec(min_epochs=60, max_epochs=60, patience=12)) == "60 ep, no early stop"
+    assert _protocol(rec()) == "not recorded"
+    assert _protocol(rec(mode="zero-shot")) == "no training"

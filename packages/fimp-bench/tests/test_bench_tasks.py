@@ -124,3 +124,33 @@ def test_embedded_data_smoke_preset(task):
     prep = get_task(task).prepare(seed=0, preset=SMOKE)
     assert len(prep.info["dataset_sha256"]) == 64
     assert prep.graphs[0].x.isfinite().all()
+
+
+def test_image_country_quick_trains_the_whole_budget():
+    quick = get_preset("quick")
+    country = get_task("image-country")
+    assert country.training_preset(quick).min_epochs == quick.max_epochs == 60
+    assert country.training_preset(SMOKE) == SMOKE
+    for name in ("spatial-expression", "spatial-celltype", "fmri-reconstruction", "image-zeroshot"):
+        assert get_task(name).training_preset(quick) == quick
+
+
+@pytest.mark.parametrize(("min_epochs", "expected"), [(0, 2), (5, 5), (6, 6)])
+def test_early_stopping_waits_for_min_epochs(min_epochs, expected):
+    """lr = 0: the validation metric never improves after epoch 0, so the trial stops after
+    ``patience`` stale epochs, but never before ``min_epochs``."""
+    import torch
+
+    from fimp_bench.models import get_model
+    from fimp_bench.tasks import Preset
+    from fimp_bench.train import train_trial
+
+    preset = Preset("smoke", max_epochs=6, patience=1, tuning_budget=1, seeds=(0,))
+    preset = Preset(**{**preset.__dict__, "min_epochs": min_epochs})
+    prep = get_task("spatial-celltype").prepare(seed=0, preset=preset, data=spatial_data())
+    spec = get_model("mlp")
+    result = train_trial(
+        prep, spec, {**spec.defaults, "lr": 0.0}, device=torch.device("cpu"), progress=False
+    )
+    assert result.epochs_run == expected
+    assert result.best_epoch == 0

@@ -48,6 +48,8 @@ def _protocol(record: dict[str, Any]) -> str:
     t = record.get("task_info", {}).get("training")
     if not t:
         return "not recorded"
+    if t["min_epochs"] >= t["max_epochs"]:
+        return f"{t['max_epochs']} ep, no early stop"
     return f"{t['min_epochs']}-{t['max_epochs']} ep, patience {t['patience']}"
 
 

@@ -477,7 +477,9 @@ def run_benchmark(
             seeds, desc=f"{task.name} seeds", disable=not (progress and ctx.is_main), unit="seed"
         )
         for seed in seed_bar:
-            prep = task.prepare(seed=seed, preset=pre, dataset=dataset, data=data, fill=fill)
+            prep = task.prepare(
+                seed=seed, preset=task.training_preset(pre), dataset=dataset, data=data, fill=fill
+            )
             for spec in specs:
                 seed_bar.set_postfix(model=spec.name)
                 if spec.name in chosen and prep.objective != "probe":
@@ -496,7 +498,7 @@ def run_benchmark(
                     tuning = {
                         "budget": len(result.trials)
                         if prep.objective == "probe"
-                        else pre.tuning_budget,
+                        else prep.preset.tuning_budget,
                         "selection_metric": f"val {task.primary_metric}",
                         "tuned_on_seed": int(seed),
                         "grid_val": vals,

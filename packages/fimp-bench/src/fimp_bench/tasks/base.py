@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -127,6 +127,12 @@ class Task(ABC):
         "fimp-base",
     )
     fill_strategies: tuple[str, ...] = ("mean",)
+    #: changes to a preset's training budget for this task, e.g. ``{"quick": {"min_epochs": 60}}``
+    preset_overrides: ClassVar[dict[str, dict[str, int]]] = {}
+
+    def training_preset(self, preset: Preset) -> Preset:
+        """``preset`` with this task's :attr:`preset_overrides` applied: the budget it trains with."""
+        return replace(preset, **self.preset_overrides.get(preset.name, {}))
 
     def dataset_for(self, preset: str, dataset: str | None = None) -> str:
         """The dataset name used by ``preset`` (``dataset`` overrides it)."""
