@@ -154,3 +154,27 @@ def test_early_stopping_waits_for_min_epochs(min_epochs, expected):
     )
     assert result.epochs_run == expected
     assert result.best_epoch == 0
+
+
+def test_user_data_is_named_and_checked():
+    """Tasks take user data: named by its ``dataset`` attribute (else ``user-data``); a missing
+    field or a node-level Data given to a graph-level task is a clear BenchConfigError."""
+    data = spatial_data()
+    data.dataset = "my-slide"
+    prep = get_task("spatial-celltype").prepare(seed=0, preset=SMOKE, data=data)
+    assert prep.info["dataset"] == "my-slide"
+    del data.dataset
+    prep = get_task("spatial-expression").prepare(seed=0, preset=SMOKE, data=data)
+    assert prep.info["dataset"] == "user-data"
+    assert prep.info["num_nodes"] == prep.graphs[0].num_nodes
+    del data.y
+    with pytest.raises(BenchConfigError, match=r"needs Data fields \['y'\]"):
+        get_task("spatial-celltype").prepare(seed=0, preset=SMOKE, data=data)
+    with pytest.raises(BenchConfigError, match="needs a graph-level dataset"):
+        get_task("fmri-reconstruction").prepare(seed=0, preset=SMOKE, data=spatial_data())
+    series = fmri_data()
+    series[0].dataset = "my-study"
+    assert (
+        get_task("fmri-reconstruction").prepare(seed=0, preset=SMOKE, data=series).info["dataset"]
+        == "my-study"
+    )

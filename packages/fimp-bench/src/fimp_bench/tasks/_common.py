@@ -1,4 +1,4 @@
-"""Helpers shared by the task modules."""
+"""Helpers shared by the task modules (the node-level ones: one graph, node masks)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import torch
 from torch_geometric.data import Data
 from torch_geometric.utils import subgraph
 
+from fimp_bench import _data
 from fimp_bench.errors import BenchConfigError
 
 
@@ -67,3 +68,50 @@ def mask_entries(shape: tuple[int, int], ratio: float, rng: np.random.Generator)
     mask = np.zeros((n, f), dtype=bool)
     np.put_along_axis(mask, idx, True, axis=1)
     return mask
+
+
+def load_node_data(
+    task, preset, dataset: str | None, data: Data | None, keys: tuple[str, ...], max_nodes
+) -> tuple[Data, str, str]:
+    """``(data, name, sha256)`` of a node-level task: loaded (or given) data with the ``keys``
+    it needs, the checksum of the whole dataset, then cut to ``max_nodes`` central nodes."""
+    data, name = task.load_data(preset, dataset, data)
+    require(data, keys, task.name)
+    sha = _data.dataset_sha256(data)
+    return central_subset(data, max_nodes), name, sha
+
+
+def node_graph(data: Data, split: _data.SplitIndices, x: np.ndarray, **fields) -> Data:
+    """The prepared graph: features ``x`` [N, F], ``fields`` (targets, labels, masks), the
+    dataset's ``edge_index`` and ``pos``, and the split as ``train/val/test_mask`` [N]."""
+    tr, va, te = masks_from_indices(data.num_nodes, split.train, split.val, split.test)
+    return Data(
+        x=torch.from_numpy(x),
+        **fields,
+        edge_index=data.edge_index,
+        pos=data.pos.float(),
+        train_mask=tr,
+        val_mask=va,
+        test_mask=te,
+    )
+
+
+def node_info(
+    data: Data, name: str, sha: str, split: _data.SplitIndices, *, fill: str, **extra
+) -> dict:
+    """The record's ``task_info`` of a node-level task (``extra``: task-specific entries)."""
+    return {
+        "dataset": name,
+        "dataset_sha256": sha,
+        "split_id": split.split_id,
+        "fill": fill,
+        "num_nodes": data.num_nodes,
+        "num_edges": int(data.edge_index.size(1)),
+        **extra,
+    }
+
+
+def class_labels(data: Data) -> tuple[torch.Tensor, int]:
+    """``(y [N] long, number of classes)``."""
+    y = torch.as_tensor(to_numpy(data.y), dtype=torch.long)
+    return y, int(y.max()) + 1

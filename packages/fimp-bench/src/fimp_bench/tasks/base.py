@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
+from fimp_bench import _data
 from fimp_bench.errors import BenchConfigError, UnknownNameError
 
 __all__ = ["FILL_STRATEGIES", "PRESETS", "PreparedTask", "Preset", "Task", "fill_masked"]
@@ -137,6 +138,17 @@ class Task(ABC):
     def dataset_for(self, preset: str, dataset: str | None = None) -> str:
         """The dataset name used by ``preset`` (``dataset`` overrides it)."""
         return dataset or self.default_dataset.get(preset) or self.default_dataset["quick"]
+
+    def load_data(
+        self, preset: Preset, dataset: str | None = None, data: Data | list[Data] | None = None
+    ) -> tuple[Data | list[Data], str]:
+        """``(data, name)``: the preset's dataset (``dataset`` overrides it), loaded through
+        fimp_data, or the ``data`` a caller passed, named by its ``dataset`` attribute."""
+        name = self.dataset_for(preset.name, dataset)
+        if data is None:
+            return _data.load_dataset(name), name
+        first = data[0] if isinstance(data, list) and data else data
+        return data, str(getattr(first, "dataset", None) or "user-data")
 
     @abstractmethod
     def prepare(

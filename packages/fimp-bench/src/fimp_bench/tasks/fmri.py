@@ -71,11 +71,7 @@ class FMRIReconstruction(Task):
         fill: str = "mean",
     ) -> PreparedTask:
         self.check_fill(fill)
-        name = self.dataset_for(preset.name, dataset)
-        if data is None:
-            data = _data.load_dataset(name)
-        else:
-            name = str(getattr(data[0], "dataset", None) or "user-data")
+        data, name = self.load_data(preset, dataset, data)
         if not isinstance(data, list) or not data:
             raise BenchConfigError(
                 f"task {self.name!r} needs a graph-level dataset (a non-empty list of Data, one "

@@ -20,7 +20,13 @@ from torch_geometric.data import Data
 
 from fimp_bench import _data
 from fimp_bench.errors import BenchConfigError
-from fimp_bench.tasks._common import central_subset, masks_from_indices, require, to_numpy
+from fimp_bench.tasks._common import (
+    class_labels,
+    load_node_data,
+    node_graph,
+    node_info,
+    to_numpy,
+)
 from fimp_bench.tasks.base import PreparedTask, Preset, Task
 
 __all__ = ["ImageCountry", "ImageZeroShot"]
@@ -75,14 +81,9 @@ class _ImageBase(Task):
         fill: str = "mean",
     ) -> PreparedTask:
         self.check_fill(fill)
-        name = self.dataset_for(preset.name, dataset)
-        if data is None:
-            data = _data.load_dataset(name)
-        else:
-            name = str(getattr(data, "dataset", None) or "user-data")
-        require(data, ("x", "pos", "edge_index", "y"), self.name)
-        sha = _data.dataset_sha256(data)
-        data = central_subset(data, _MAX_NODES.get(preset.name))
+        data, name, sha = load_node_data(
+            self, preset, dataset, data, ("x", "pos", "edge_index", "y"), _MAX_NODES[preset.name]
+        )
         image_shape = tuple(int(v) for v in getattr(data, "image_shape", None) or (3, 32, 32))
         split = _data.split_nodes(
             self.split_kind, data, seed=seed, val=self.fractions[1], test=self.fractions[2]
@@ -95,43 +96,26 @@ class _ImageBase(Task):
                 f"{self.pool[preset.name]}x pooling) do not split into {patch}x{patch} patches; "
                 "use images whose height and width are multiples of the patch size"
             )
-        y = torch.as_tensor(to_numpy(data.y), dtype=torch.long)
-        n = data.num_nodes
-        tr, va, te = masks_from_indices(n, split.train, split.val, split.test)
-        g = Data(
-            x=torch.from_numpy(x),
-            y=y,
-            edge_index=data.edge_index,
-            pos=data.pos.float(),
-            train_mask=tr,
-            val_mask=va,
-            test_mask=te,
-        )
-        num_classes = int(y.max()) + 1
+        y, num_classes = class_labels(data)
         return PreparedTask(
             task=self,
             preset=preset,
             seed=seed,
-            graphs=[g],
+            graphs=[node_graph(data, split, x, y=y)],
             in_dim=x.shape[1],
             out_dim=num_classes,
             num_classes=num_classes,
             token_shape=(x.shape[1], 1),
-            token_info={
-                "kind": "image",
-                "image_shape": list(image_shape),
-                "patch_size": patch,
-            },
-            info={
-                "dataset": name,
-                "dataset_sha256": sha,
-                "split_id": split.split_id,
-                "fill": "none",
-                "num_nodes": n,
-                "num_edges": int(data.edge_index.size(1)),
-                "num_features": x.shape[1],
-                "image_shape": list(image_shape),
-            },
+            token_info={"kind": "image", "image_shape": list(image_shape), "patch_size": patch},
+            info=node_info(
+                data,
+                name,
+                sha,
+                split,
+                fill="none",
+                num_features=x.shape[1],
+                image_shape=list(image_shape),
+            ),
         )
 
 

@@ -15,10 +15,11 @@ from torch_geometric.data import Data
 
 from fimp_bench import _data
 from fimp_bench.tasks._common import (
-    central_subset,
+    class_labels,
+    load_node_data,
     mask_entries,
-    masks_from_indices,
-    require,
+    node_graph,
+    node_info,
     to_numpy,
 )
 from fimp_bench.tasks.base import PreparedTask, Preset, Task, fill_masked
@@ -59,16 +60,9 @@ class _SpatialBase(Task):
     }
 
     def _load(
-        self, preset: Preset, dataset: str | None, data: Data | None
+        self, preset: Preset, dataset: str | None, data: Data | None, keys: tuple[str, ...]
     ) -> tuple[Data, str, str]:
-        name = self.dataset_for(preset.name, dataset)
-        if data is None:
-            data = _data.load_dataset(name)
-        else:
-            name = str(getattr(data, "dataset", None) or "user-data")
-        require(data, ("x", "pos", "edge_index"), self.name)
-        sha = _data.dataset_sha256(data)
-        return central_subset(data, _MAX_NODES.get(preset.name)), name, sha
+        return load_node_data(self, preset, dataset, data, keys, _MAX_NODES.get(preset.name))
 
     def _split(self, data: Data, seed: int, sha: str) -> _data.SplitIndices:
         return _data.split_nodes("spatial_block", data, seed=seed, val=_VAL, test=_TEST)
@@ -98,7 +92,7 @@ class SpatialExpression(_SpatialBase):
         fill: str = "mean",
     ) -> PreparedTask:
         self.check_fill(fill)
-        data, name, sha = self._load(preset, dataset, data)
+        data, name, sha = self._load(preset, dataset, data, ("x", "pos", "edge_index"))
         split = self._split(data, seed, sha)
         values, genes = _expression(data, split.train, _PANEL[preset.name])
         rng = np.random.default_rng(seed)
@@ -111,17 +105,12 @@ class SpatialExpression(_SpatialBase):
             reference_mask=mask[split.train],
             rng=rng,
         )
-        n = data.num_nodes
-        tr, va, te = masks_from_indices(n, split.train, split.val, split.test)
-        g = Data(
-            x=torch.from_numpy(x),
+        g = node_graph(
+            data,
+            split,
+            x,
             target=torch.from_numpy(values),
             input_mask=torch.from_numpy(mask),
-            edge_index=data.edge_index,
-            pos=data.pos.float(),
-            train_mask=tr,
-            val_mask=va,
-            test_mask=te,
         )
         return PreparedTask(
             task=self,
@@ -132,16 +121,15 @@ class SpatialExpression(_SpatialBase):
             out_dim=values.shape[1],
             token_shape=(values.shape[1], 1),
             token_info={"kind": "gene", "genes": genes},
-            info={
-                "dataset": name,
-                "dataset_sha256": sha,
-                "split_id": split.split_id,
-                "fill": fill,
-                "mask_ratio": self.mask_ratio,
-                "num_nodes": n,
-                "num_edges": int(data.edge_index.size(1)),
-                "num_features": values.shape[1],
-            },
+            info=node_info(
+                data,
+                name,
+                sha,
+                split,
+                fill=fill,
+                mask_ratio=self.mask_ratio,
+                num_features=values.shape[1],
+            ),
         )
 
 
@@ -166,40 +154,19 @@ class SpatialCellType(_SpatialBase):
         fill: str = "mean",
     ) -> PreparedTask:
         self.check_fill(fill)
-        data, name, sha = self._load(preset, dataset, data)
-        require(data, ("y",), self.name)
+        data, name, sha = self._load(preset, dataset, data, ("x", "pos", "edge_index", "y"))
         split = self._split(data, seed, sha)
         values, genes = _expression(data, split.train, _PANEL[preset.name])
-        y = torch.as_tensor(to_numpy(data.y), dtype=torch.long)
-        n = data.num_nodes
-        tr, va, te = masks_from_indices(n, split.train, split.val, split.test)
-        g = Data(
-            x=torch.from_numpy(values),
-            y=y,
-            edge_index=data.edge_index,
-            pos=data.pos.float(),
-            train_mask=tr,
-            val_mask=va,
-            test_mask=te,
-        )
-        num_classes = int(y.max()) + 1
+        y, num_classes = class_labels(data)
         return PreparedTask(
             task=self,
             preset=preset,
             seed=seed,
-            graphs=[g],
+            graphs=[node_graph(data, split, values, y=y)],
             in_dim=values.shape[1],
             out_dim=num_classes,
             num_classes=num_classes,
             token_shape=(values.shape[1], 1),
             token_info={"kind": "gene", "genes": genes},
-            info={
-                "dataset": name,
-                "dataset_sha256": sha,
-                "split_id": split.split_id,
-                "fill": "none",
-                "num_nodes": n,
-                "num_edges": int(data.edge_index.size(1)),
-                "num_features": values.shape[1],
-            },
+            info=node_info(data, name, sha, split, fill="none", num_features=values.shape[1]),
         )
