@@ -305,7 +305,7 @@ def explain(
     dev = resolve_device(device)
     task_obj = get_task(task)
     spec = get_model(model)
-    prep = task_obj.prepare(seed=seed, preset=task_obj.training_preset(get_preset(preset)))
+    prep = task_obj.prepare(seed=seed, preset=get_preset(preset))
     run = {"task": task, "model": model, "seed": seed, "preset": preset}
     # check everything that can be checked before training
     probe_cfg = {**spec.trials(1)[0], **(config or {})}

@@ -130,9 +130,10 @@ def _readme(task_name: str, rows: list[dict[str, Any]]) -> str:
         lines.append("")
     lines.append(
         "Cells: test-split mean ± standard deviation over N seeds (sample std, ddof=1). "
-        "#params = trainable / frozen (`sum(p.numel())`). Epochs: early stopping on the "
-        "validation metric between min and max epochs ('not recorded': a record written before "
-        "the protocol was stored, trained without a minimum). Sorted by "
+        "#params = trainable / frozen (`sum(p.numel())`). Epochs: the training budget; every model "
+        "keeps its best-validation epoch ('min-max ep, patience p': early stopping on the "
+        "validation metric after min epochs; 'not recorded': a record written before the "
+        "protocol was stored). Sorted by "
         f"{_METRIC_NAMES.get(rows[0]['primary'], rows[0]['primary'])}."
     )
     lines.append("")

@@ -477,9 +477,7 @@ def run_benchmark(
             seeds, desc=f"{task.name} seeds", disable=not (progress and ctx.is_main), unit="seed"
         )
         for seed in seed_bar:
-            prep = task.prepare(
-                seed=seed, preset=task.training_preset(pre), dataset=dataset, data=data, fill=fill
-            )
+            prep = task.prepare(seed=seed, preset=pre, dataset=dataset, data=data, fill=fill)
             for spec in specs:
                 seed_bar.set_postfix(model=spec.name)
                 if spec.name in chosen and prep.objective != "probe":

@@ -126,10 +126,6 @@ class ImageCountry(_ImageBase):
     objective = "classification"
     metrics = ("accuracy", "macro_f1")
     primary_metric = "accuracy"
-    #: every model trains the whole quick budget (60 epochs) and keeps its best-validation epoch:
-    #: with 113 countries and unseen test blocks, validation accuracy stays near chance for the
-    #: first ~30 epochs of the slower learners (FIMP), and early stopping cut them off there
-    preset_overrides: ClassVar[dict[str, dict[str, int]]] = {"quick": {"min_epochs": 60}}
     description = (
         "Country of each image from its pixels and its geographic neighbours; split by blocks "
         "of (lat, lon) so test images' neighbourhoods are mostly unseen; accuracy and macro-F1."
