@@ -454,7 +454,7 @@ def load_bert(
     }
     weights = path / "model.safetensors"
     if weights.is_file():
-        from fimp.pretrained.dinov2_onnx import sha256_of
+        from fimp.pretrained._files import sha256_of
 
         cfg["weights_sha256"] = sha256_of(weights)
     return PretrainedComponents(emb.eval(), message, cfg)

