@@ -1,6 +1,5 @@
 """Benchmark models: PyG baselines, FIMP models and entry-point plugins (one registry)."""
 
-from fimp_bench.models import foundation  # noqa: F401  (registers the foundation-model specs)
 from fimp_bench.models.registry import (
     ENTRY_POINT_GROUP,
     ModelSpec,

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fimp_bench.errors import BenchConfigError
-from fimp_bench.models.registry import ModelSpec, load_config, register_model
+from fimp_bench.models.registry import ModelSpec, load_config
 
 __all__ = [
     "DINOV2_WEIGHTS",
@@ -48,7 +48,6 @@ __all__ = [
     "FoundationFIMPModel",
     "ViTAloneModel",
     "parameter_split",
-    "register",
     "resolve_config",
     "specs",
 ]
@@ -455,14 +454,3 @@ def specs() -> list[ModelSpec]:
             )
         )
     return out
-
-
-def register() -> list[ModelSpec]:
-    """Add :func:`specs` to the bench registry once (after the built-ins); returns them."""
-    from fimp_bench.models.registry import _ensure_builtins, registry
-
-    _ensure_builtins()
-    return [s if s.name in registry._builtin else register_model(s) for s in specs()]
-
-
-register()

@@ -154,10 +154,11 @@ def get_model(name: str) -> ModelSpec:
 
 
 def _ensure_builtins() -> None:
+    """Register the built-in specs on first use: PyG baselines, fimp-base, foundation models."""
     if not registry._builtin:
-        from fimp_bench.models import baselines, fimp_models
+        from fimp_bench.models import baselines, fimp_models, foundation
 
-        for spec in (*baselines.specs(), *fimp_models.specs()):
+        for spec in (*baselines.specs(), *fimp_models.specs(), *foundation.specs()):
             registry.add(spec)
 
 
