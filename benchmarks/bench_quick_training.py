@@ -20,24 +20,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import platform
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
+from bench_fimp_conv import _time  # median of `repeats` after a warm-up (this folder)
 
 from fimp_bench.models import get_model
 from fimp_bench.tasks import get_preset, get_task
-
-
-def _median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def _train_step(prep, cfg):
@@ -127,7 +116,7 @@ def main() -> None:
     ]
     print(f"{'case':<62} {'before':>18} {'after':>18} {'before/after':>13}")
     for name, (label_a, fn_a), (label_b, fn_b) in cases:
-        a, b = _median_time(fn_a, repeats), _median_time(fn_b, repeats)
+        a, b = _time(fn_a, repeats), _time(fn_b, repeats)
         print(
             f"{name:<62} {label_a + f' {a:.3f} s':>18} {label_b + f' {b:.3f} s':>18} "
             f"{a / b:>12.2f}x"

@@ -4,10 +4,10 @@ Node = image (``x`` = flattened ``C x H x W`` pixels), graph = the dataset's rec
 kNN on lat/lon), label = country. FIMP reads square pixel patches of a size the task fixes per
 preset: quick ``image-country`` average-pools the embedded 3x32x32 images to 3x16x16 and reads
 8x8 patches (a 2x2 grid, 4 tokens); quick ``image-zeroshot`` (no training) reads the 3x32x32
-images in 8x8 patches (16 tokens); ``full`` reads ViT-style 16x16 patches. ``image-country`` splits by blocks of (lat, lon)
-(``fimp_data.spatial_block_split``); ``image-zeroshot`` trains nothing: a scikit-learn
-LogisticRegression is fitted on frozen node embeddings of 75% of the nodes (random split) and
-scored on the other 25%.
+images in 8x8 patches (16 tokens); ``full`` reads ViT-style 16x16 patches. ``image-country``
+splits by blocks of (lat, lon) (``fimp_data.spatial_block_split``); ``image-zeroshot`` trains
+nothing: a scikit-learn LogisticRegression is fitted on frozen node embeddings of 75% of the
+nodes (random split) and scored on the other 25%.
 """
 
 from __future__ import annotations
