@@ -24,7 +24,7 @@ import numpy as np
 
 from fimp_bench.errors import LeaderboardCheckError
 from fimp_bench.metrics import METRIC_DIRECTIONS
-from fimp_bench.records import atomic_write_text, read_records
+from fimp_bench.records import atomic_write_text, read_records, safe_child
 
 __all__ = ["check", "generate", "summarize"]
 
@@ -284,7 +284,7 @@ def generate(records_root: str | Path, out_root: str | Path | None = None) -> li
     summaries = {t: summarize(by_task[t]) for t in order}
     written = []
     for t, rows in summaries.items():
-        d = out_root / t
+        d = safe_child(out_root, t)  # records are schema-checked; this guards the path itself
         atomic_write_text(d / "README.md", _readme(t, rows))
         atomic_write_text(d / "results.csv", _csv(rows))
         _plot(t, rows, d / "results.png", d / "results.svg")

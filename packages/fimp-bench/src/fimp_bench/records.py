@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import platform
 import re
@@ -21,12 +22,15 @@ from typing import Any
 from fimp_bench.errors import RecordError
 
 __all__ = [
+    "NAME_PATTERN",
     "RECORD_SCHEMA",
     "SCHEMA_VERSION",
+    "check_name",
     "environment_info",
     "read_record",
     "read_records",
     "record_path",
+    "safe_child",
     "validate_record",
     "write_record",
 ]
@@ -35,6 +39,12 @@ SCHEMA_VERSION = "1.0"
 
 _METRICS = {"type": "object", "additionalProperties": {"type": "number"}}
 _SHA = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+
+#: Every name that becomes a path component (task, model, registry key, dataset): a letter or
+#: digit first, then letters, digits, ``.``, ``_`` or ``-`` (at most 100 characters). No ``/``,
+#: no ``..``, no leading dot, no whitespace or control characters.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+_NAME = {"type": "string", "pattern": NAME_PATTERN}
 
 RECORD_SCHEMA: dict[str, Any] = {
     "$schema": "http://json-schema.org/draft-07/schema#",
@@ -66,20 +76,20 @@ RECORD_SCHEMA: dict[str, Any] = {
     ],
     "properties": {
         "schema_version": {"type": "string", "enum": [SCHEMA_VERSION]},
-        "task": {"type": "string", "minLength": 1},
+        "task": _NAME,
         "task_version": {"type": "string", "minLength": 1},
         "dataset": {
             "type": "object",
             "required": ["name", "sha256"],
-            "properties": {"name": {"type": "string", "minLength": 1}, "sha256": _SHA},
+            "properties": {"name": _NAME, "sha256": _SHA},
         },
         "split_id": {"type": "string", "minLength": 1},
         "model": {
             "type": "object",
             "required": ["name", "registry_key", "implementation", "external_weights"],
             "properties": {
-                "name": {"type": "string", "minLength": 1},
-                "registry_key": {"type": "string", "minLength": 1},
+                "name": _NAME,
+                "registry_key": _NAME,
                 "source": {"type": "string"},
                 "implementation": {"type": "string", "enum": ["official", "re-implementation"]},
                 "external_weights": {
@@ -165,7 +175,24 @@ def _type_ok(value: Any, t: str) -> bool:
     return isinstance(value, _TYPES[t])
 
 
+def _pattern_ok(pattern: str, value: str) -> bool:
+    """JSON-Schema (ECMA) semantics: a final ``$`` anchors at the very end of the string (Python's
+    ``$`` would also match before a trailing newline)."""
+    m = re.search(pattern, value)
+    return m is not None and (not pattern.endswith("$") or m.end() == len(value))
+
+
+def _suggest_name(value: str) -> str:
+    """A safe spelling of a bad name, for the error message (never itself a traversal)."""
+    s = re.sub(r"[^A-Za-z0-9._-]+", "-", value)
+    s = re.sub(r"\.{2,}", "-", s).lstrip("._-")[:100]
+    return s or "my-name"
+
+
 def _check(value: Any, schema: dict[str, Any], where: str, problems: list[str]) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        problems.append(f"{where}: non-finite number {value!r}; a record holds finite numbers only")
+        return
     types = schema.get("type")
     if types is not None:
         types = [types] if isinstance(types, str) else types
@@ -178,8 +205,15 @@ def _check(value: Any, schema: dict[str, Any], where: str, problems: list[str]) 
         problems.append(f"{where}: {value} < minimum {schema['minimum']}")
     if "minLength" in schema and isinstance(value, str) and len(value) < schema["minLength"]:
         problems.append(f"{where}: empty string")
-    if "pattern" in schema and isinstance(value, str) and not re.search(schema["pattern"], value):
-        problems.append(f"{where}: {value!r} does not match {schema['pattern']}")
+    if "pattern" in schema and isinstance(value, str) and not _pattern_ok(schema["pattern"], value):
+        if schema["pattern"] == NAME_PATTERN:
+            problems.append(
+                f"{where}: {value!r} is not a safe name (it becomes a folder name): use letters, "
+                f"digits, '.', '_' and '-' only, starting with a letter or digit, e.g. "
+                f"{_suggest_name(value)!r} (pattern {NAME_PATTERN})"
+            )
+        else:
+            problems.append(f"{where}: {value!r} does not match {schema['pattern']}")
     if isinstance(value, dict):
         for key in schema.get("required", []):
             if key not in value:
@@ -196,6 +230,25 @@ def _check(value: Any, schema: dict[str, Any], where: str, problems: list[str]) 
     if isinstance(value, list) and "items" in schema:
         for i, v in enumerate(value):
             _check(v, schema["items"], f"{where}[{i}]", problems)
+    elif (
+        isinstance(value, list | dict)
+        and "properties" not in schema
+        and "items" not in schema
+        and not isinstance(schema.get("additionalProperties"), dict)
+    ):
+        _check_finite(value, where, problems)
+
+
+def _check_finite(value: Any, where: str, problems: list[str]) -> None:
+    """Non-finite numbers anywhere inside a free-form part (config, tuning trials, task info)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        problems.append(f"{where}: non-finite number {value!r}; a record holds finite numbers only")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(v, f"{where}.{k}", problems)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_finite(v, f"{where}[{i}]", problems)
 
 
 def schema_problems(record: Any) -> list[str]:
@@ -215,20 +268,62 @@ def validate_record(record: Any, *, source: str = "record") -> dict[str, Any]:
     return record
 
 
+def check_name(name: Any, what: str = "name") -> str:
+    """Return ``name`` if it is safe as one path component (:data:`NAME_PATTERN`), else raise
+    :class:`RecordError` saying why and suggesting a safe spelling."""
+    if not isinstance(name, str) or not _pattern_ok(NAME_PATTERN, name):
+        hint = _suggest_name(name) if isinstance(name, str) else "my-name"
+        raise RecordError(
+            f"{what} {name!r} is not a safe name (it becomes a folder name): use letters, digits, "
+            f"'.', '_' and '-' only, starting with a letter or digit, e.g. {hint!r}"
+        )
+    return name
+
+
+def safe_child(root: str | os.PathLike[str], *parts: str) -> Path:
+    """``root / parts...`` after checking that every part is a safe name and that the resolved
+    path (symlinks followed) stays inside the resolved ``root``; :class:`RecordError` otherwise."""
+    base = Path(root).resolve()
+    for part in parts:
+        check_name(part, "path component")
+    path = base.joinpath(*parts).resolve()
+    if not path.is_relative_to(base):
+        raise RecordError(
+            f"{Path(root).joinpath(*parts)} resolves to {path}, outside {base} (a symlink?); "
+            "refusing to write there"
+        )
+    return Path(root).joinpath(*parts)
+
+
 def record_path(out: str | os.PathLike[str], task: str, model: str, seed: int) -> Path:
-    """``<out>/<task>/records/<model>/seed-<seed>.json``."""
-    return Path(out) / task / "records" / model / f"seed-{seed}.json"
+    """``<out>/<task>/records/<model>/seed-<seed>.json``; every name is checked to be a safe path
+    component and the path to stay under ``out`` (:class:`RecordError` otherwise)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise RecordError(f"seed {seed!r} must be a non-negative integer")
+    check_name(task, "task")
+    check_name(model, "model")
+    return safe_child(out, task, "records", model, f"seed-{seed}.json")
 
 
 def dumps(record: dict[str, Any]) -> str:
     return json.dumps(record, indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same folder and ``os.replace``."""
+    """Write ``text`` to ``path`` through a temp file in the same folder and ``os.replace``.
+
+    The file gets the permissions a plain ``open(path, "w")`` would give (0o666 less the
+    user's umask), not the temp file's private 0o600, so a shared results folder stays readable."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)
@@ -250,8 +345,17 @@ def read_record(path: str | os.PathLike[str]) -> dict[str, Any]:
     p = Path(path)
     try:
         record = json.loads(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise RecordError(
+            f"{p}: not UTF-8 text (byte {e.start}: {e.reason}); a record is UTF-8 JSON, "
+            "regenerate it with fimp-bench run"
+        ) from e
     except json.JSONDecodeError as e:
         raise RecordError(f"{p}: not valid JSON ({e}); regenerate it with fimp-bench run") from e
+    except IsADirectoryError as e:
+        raise RecordError(f"{p}: is a directory, not a record file; remove or rename it") from e
+    except OSError as e:
+        raise RecordError(f"{p}: cannot be read ({e.strerror or e})") from e
     return validate_record(record, source=str(p))
 
 

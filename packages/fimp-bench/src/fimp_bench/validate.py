@@ -116,8 +116,16 @@ def validate_submission(
     for f in files:
         try:
             rec = json.loads(f.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        except UnicodeDecodeError as e:
+            report.problems.append(
+                Problem("json", str(f), f"not UTF-8 text (byte {e.start}: {e.reason})")
+            )
+            continue
+        except json.JSONDecodeError as e:
             report.problems.append(Problem("json", str(f), f"not valid JSON: {e}"))
+            continue
+        except OSError as e:
+            report.problems.append(Problem("json", str(f), f"cannot be read: {e.strerror or e}"))
             continue
         probs = schema_problems(rec)
         if probs:
@@ -159,7 +167,7 @@ def validate_submission(
             try:
                 r = json.loads(f.read_text(encoding="utf-8"))
                 existing_keys.add((r["task"], r["model"]["name"], int(r["seed"])))
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            except (OSError, ValueError, KeyError, TypeError):  # ValueError: JSON and UTF-8 errors
                 continue
     for (task, model), items in sorted(groups.items()):
         where = f"{task}/{model}"

@@ -87,6 +87,17 @@ def load_config(name: str) -> dict[str, Any]:
     return cfg
 
 
+def _check_spec_name(spec: ModelSpec) -> None:
+    """A model name becomes a folder of the records: it must be a safe path component."""
+    from fimp_bench.errors import RecordError
+    from fimp_bench.records import check_name
+
+    try:
+        check_name(spec.name, "model name")
+    except RecordError as e:
+        raise BenchConfigError(str(e)) from None
+
+
 class _Registry:
     def __init__(self) -> None:
         self._builtin: dict[str, ModelSpec] = {}
@@ -94,6 +105,7 @@ class _Registry:
         self._plugin_errors: dict[str, str] = {}
 
     def add(self, spec: ModelSpec) -> ModelSpec:
+        _check_spec_name(spec)
         if spec.name in self._builtin:
             raise BenchConfigError(f"model {spec.name!r} is registered twice")
         self._builtin[spec.name] = spec
@@ -111,6 +123,7 @@ class _Registry:
                     for s in specs:
                         if not isinstance(s, ModelSpec):
                             raise TypeError(f"entry point gave {type(s).__name__}, not ModelSpec")
+                        _check_spec_name(s)
                         if s.name in self._builtin:
                             raise BenchConfigError(f"plugin model {s.name!r} shadows a built-in")
                         self._plugins[s.name] = s
