@@ -29,10 +29,33 @@ def masked_mean(tokens: Tensor, token_mask: Tensor) -> Tensor:
     return (tokens * w).sum(1) / w.sum(1).clamp(min=1.0)
 
 
+_BLOCKS = ("plain", "prenorm")
+
+
 class FIMP(nn.Module):
     r"""A FIMP network: node features -> token sequences -> ``num_layers`` FIMPConv -> read-outs.
 
-    Between two layers: LayerNorm over d, activation, dropout. Read-outs:
+    Two layer forms (``block``):
+
+    - ``"plain"`` (default; the paper's form): :math:`H \leftarrow W(H + M(H))`, then between two
+      layers LayerNorm over d, activation, dropout. No residual around the layer, no feed-forward
+      block, post-norm.
+    - ``"prenorm"`` (a standard pre-norm transformer block per layer, the message replacing
+      self-attention): :math:`H \leftarrow H + \gamma_m \odot \mathrm{drop}(W M(\mathrm{LN}(H)))`,
+      then, when ``ffn_ratio > 0``,
+      :math:`H \leftarrow H + \gamma_f \odot \mathrm{drop}(\mathrm{FFN}(\mathrm{LN}(H)))` with
+      :math:`\mathrm{FFN} = \mathrm{Linear}(d, rd) \to \mathrm{act} \to \mathrm{Linear}(rd, d)`
+      applied per token, and a final LayerNorm before the read-outs. Each layer's FIMPConv runs
+      with ``combine=None, project=True`` (it returns :math:`W M`; the residual adds :math:`H`).
+      :math:`\gamma` are learnable per-channel scales (LayerScale) initialised to
+      ``layer_scale`` (``None`` = no scale, i.e. fixed 1).
+
+    ``pool_tokens=True`` is an ablation: the tokens of a node are replaced by their masked mean,
+    one token per node, before the first layer (cross-attention then sees a single key per
+    neighbour). The per-token decoder then reads that final node token plus each position's
+    input token (so it knows which gene / patch it predicts).
+
+    Read-outs:
 
     - node classification: the masked mean of the final tokens (``node_embedding`` [N, d]) -> an MLP
       head (``Linear(d, d)``, activation, dropout, ``Linear(d, num_classes)``) -> ``logits`` [N, C];
@@ -57,6 +80,12 @@ class FIMP(nn.Module):
         activation: ``"gelu"`` | ``"relu"`` | ``"silu"``.
         num_classes: size of the classification head (``None`` = no head).
         recon_out: output width of the per-token decoder (``None`` = no decoder).
+        block: ``"plain"`` or ``"prenorm"`` (see above).
+        ffn_ratio: hidden width of the per-token feed-forward block as a multiple of ``dim``
+            (``"prenorm"`` only; 0 = no feed-forward block).
+        layer_scale: initial value of the learnable per-channel scales on the message and
+            feed-forward branches (``"prenorm"`` only; ``None`` = none).
+        pool_tokens: ablation: one mean-pooled token per node (see above).
 
     ``forward(x, edge_index, *, token_mask=None, **tokenizer_kwargs)`` also accepts a PyG ``Data``
     as ``x``; then ``edge_index`` defaults to ``data.edge_index`` and every tokenizer keyword found on
@@ -81,29 +110,66 @@ class FIMP(nn.Module):
         activation: str = "gelu",
         num_classes: int | None = None,
         recon_out: int | None = None,
+        block: str = "plain",
+        ffn_ratio: float = 0.0,
+        layer_scale: float | None = None,
+        pool_tokens: bool = False,
     ) -> None:
         super().__init__()
         if num_layers < 1:
             raise ConfigError(f"num_layers must be >= 1, got {num_layers}")
+        if block not in _BLOCKS:
+            raise ConfigError(f"block must be one of {_BLOCKS}, got {block!r}")
+        if not ffn_ratio >= 0:
+            raise ConfigError(f"ffn_ratio must be >= 0, got {ffn_ratio}")
+        if block == "plain" and (ffn_ratio or layer_scale is not None):
+            raise ConfigError(
+                "ffn_ratio and layer_scale belong to block='prenorm'; the plain block has neither"
+            )
         if activation not in _ACTIVATIONS:
             raise ConfigError(
                 f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}"
             )
         self.tokenizer = tokenizer
         self.dim = dim
+        self.block = block
+        self.ffn_ratio = float(ffn_ratio)
+        self.layer_scale = layer_scale
+        self.pool_tokens = bool(pool_tokens)
         self._external_message = message is not None
+        prenorm = block == "prenorm"
         self.convs = nn.ModuleList(
             FIMPConv(
                 dim,
                 heads,
                 message=message(i) if message is not None else None,
                 aggr=aggr,  # type: ignore[arg-type]
+                combine=None if prenorm else "add",
                 dropout=dropout if attn_dropout is None else attn_dropout,
                 edge_chunk_size=edge_chunk_size,  # type: ignore[arg-type]
             )
             for i in range(num_layers)
         )
-        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(num_layers - 1))
+        # plain: a norm between two layers; prenorm: a norm before each layer's message
+        self.norms = nn.ModuleList(
+            nn.LayerNorm(dim) for _ in range(num_layers if prenorm else num_layers - 1)
+        )
+        hidden = int(round(self.ffn_ratio * dim))
+        self.ffns = nn.ModuleList(
+            nn.Sequential(
+                nn.LayerNorm(dim),
+                nn.Linear(dim, hidden),
+                _ACTIVATIONS[activation](),
+                nn.Dropout(dropout),
+                nn.Linear(hidden, dim),
+            )
+            for _ in range(num_layers if prenorm and hidden > 0 else 0)
+        )
+        n_scales = (num_layers + len(self.ffns)) if prenorm and layer_scale is not None else 0
+        self.scales = nn.ParameterList(
+            nn.Parameter(torch.full((dim,), float(layer_scale or 0.0))) for _ in range(n_scales)
+        )
+        self.final_norm = nn.LayerNorm(dim) if prenorm else None
         self.act = _ACTIVATIONS[activation]()
         self.dropout = nn.Dropout(dropout)
         self.head = (
@@ -129,10 +195,32 @@ class FIMP(nn.Module):
                 conv.message.reset_parameters()
             if conv.lin is not None:
                 conv.lin.reset_parameters()
-        for module in (*self.norms, self.head, self.decoder):
+        for module in (*self.norms, *self.ffns, self.final_norm, self.head, self.decoder):
             for m in module.modules() if module is not None else ():
                 if isinstance(m, (nn.Linear, nn.LayerNorm)):
                     m.reset_parameters()
+        for p in self.scales:
+            nn.init.constant_(p, float(self.layer_scale or 0.0))
+
+    def _scaled(self, i: int, branch: Tensor) -> Tensor:
+        return branch * self.scales[i] if len(self.scales) else branch
+
+    def _layers(self, h: Tensor, edge_index: Tensor, mask: Tensor) -> Tensor:
+        """The ``num_layers`` layers on tokens ``h`` [N, L, d] (see the class docstring)."""
+        if self.block == "plain":
+            for i, conv in enumerate(self.convs):
+                h = conv(h, edge_index, token_mask=mask)
+                if i < len(self.convs) - 1:
+                    h = self.dropout(self.act(self.norms[i](h)))
+            return h
+        k = 0
+        for i, conv in enumerate(self.convs):
+            h = h + self._scaled(k, self.dropout(conv(self.norms[i](h), edge_index, token_mask=mask)))
+            k += 1
+            if self.ffns:
+                h = h + self._scaled(k, self.dropout(self.ffns[i](h)))
+                k += 1
+        return self.final_norm(h)
 
     def _tokenizer_kwargs(self, data: Data, given: dict[str, Any]) -> dict[str, Any]:
         if self.tokenizer is None:
@@ -190,16 +278,15 @@ class FIMP(nn.Module):
         tokens, mask, index = self.tokenize(x, **tokenizer_kwargs)
         if token_mask is not None and self.tokenizer is not None:
             mask = mask & token_mask
-        h = tokens
-        for i, conv in enumerate(self.convs):
-            h = conv(h, edge_index, token_mask=mask)
-            if i < len(self.convs) - 1:
-                h = self.dropout(self.act(self.norms[i](h)))
-        out: dict[str, Tensor] = {
-            "tokens": h,
-            "token_mask": mask,
-            "node_embedding": masked_mean(h, mask),
-        }
+        if self.pool_tokens:
+            node_mask = mask.any(dim=1, keepdim=True)
+            h = self._layers(masked_mean(tokens, mask).unsqueeze(1), edge_index, node_mask)
+            emb = h[:, 0] * node_mask.to(h.dtype)
+            h = h * node_mask.unsqueeze(-1).to(h.dtype) + tokens  # [N, L, d] for the decoder
+        else:
+            h = self._layers(tokens, edge_index, mask)
+            emb = masked_mean(h, mask)
+        out: dict[str, Tensor] = {"tokens": h, "token_mask": mask, "node_embedding": emb}
         if index is not None:
             out["token_index"] = index
         if self.head is not None:
@@ -210,9 +297,15 @@ class FIMP(nn.Module):
 
     def __repr__(self) -> str:
         tok = type(self.tokenizer).__name__ if self.tokenizer is not None else None
+        extra = ""
+        if self.block != "plain":
+            extra += f", block={self.block!r}, ffn_ratio={self.ffn_ratio:g}"
+            extra += f", layer_scale={self.layer_scale}"
+        if self.pool_tokens:
+            extra += ", pool_tokens=True"
         return (
             f"{type(self).__name__}(tokenizer={tok}, dim={self.dim}, num_layers={len(self.convs)}, "
-            f"num_classes={self.num_classes}, recon_out={self.recon_out})"
+            f"num_classes={self.num_classes}, recon_out={self.recon_out}{extra})"
         )
 
 
