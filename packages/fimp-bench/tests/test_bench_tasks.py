@@ -15,7 +15,7 @@ def test_families_and_unknown_names():
     assert FAMILIES == {
         "spatial": ["spatial-expression", "spatial-celltype"],
         "fmri": ["fmri-reconstruction"],
-        "image": ["image-country", "image-zeroshot"],
+        "image": ["image-country", "image-zeroshot", "image-zeroshot-random"],
     }
     assert [t.name for t in resolve_tasks("spatial")] == FAMILIES["spatial"]
     with pytest.raises(UnknownNameError, match="valid tasks: spatial-expression"):

@@ -53,10 +53,13 @@ def dataset_sha256(data: Data | list[Data]) -> str:
     return h.hexdigest()
 
 
-def split_nodes(kind: str, data: Any, *, seed: int, val: float, test: float) -> SplitIndices:
+def split_nodes(
+    kind: str, data: Any, *, seed: int, val: float, test: float, **options: Any
+) -> SplitIndices:
     """A split from fimp_data of the nodes of ``data`` (a Data) or of graphs (a list of Data):
     ``kind`` = ``spatial_block`` (blocks of ``pos``), ``group`` (by ``group``, e.g. subject) or
-    ``random``."""
+    ``random``. ``options`` go to the fimp_data function as they are (e.g. ``num_blocks=`` and
+    ``stratify=`` of ``spatial_block_split``)."""
     import fimp_data
 
     fn = {
@@ -66,7 +69,7 @@ def split_nodes(kind: str, data: Any, *, seed: int, val: float, test: float) -> 
     }.get(kind)
     if fn is None:
         raise BenchConfigError(f"unknown split kind {kind!r}")
-    split = fn(data, val=val, test=test, seed=seed)
+    split = fn(data, val=val, test=test, seed=seed, **options)
     parts = [
         np.asarray(p.cpu().numpy(), dtype=np.int64) for p in (split.train, split.val, split.test)
     ]

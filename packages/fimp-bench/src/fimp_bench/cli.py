@@ -112,7 +112,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
         for t in TASKS.values():
             print(
-                f"{t.family:8s} {t.name:20s} v{t.version:5s} {', '.join(t.metrics):18s} "
+                f"{t.family:8s} {t.name:22s} v{t.version:5s} {', '.join(t.metrics):18s} "
                 f"quick: {t.default_dataset['quick']}, full: {t.default_dataset['full']}"
             )
     elif args.what == "models":

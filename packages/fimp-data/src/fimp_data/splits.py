@@ -216,15 +216,12 @@ def random_split(data: Any, *, val: float = 0.1, test: float = 0.2, seed: int = 
     return _make(parts, data, "random", seed, {"val": val, "test": test})
 
 
-def _assign_units(
-    unit_of: np.ndarray, val: float, test: float, seed: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Shuffle units (blocks or groups) and fill test, then val, with whole units up to their
-    target node counts; the remaining units are train."""
-    units, inverse, counts = np.unique(unit_of, return_inverse=True, return_counts=True)
-    order = np.random.default_rng(seed).permutation(units.shape[0])
-    n = unit_of.shape[0]
-    part_of_unit = np.zeros(units.shape[0], dtype=np.int64)  # 0 train, 1 val, 2 test
+def _fill_parts(
+    part_of_unit: np.ndarray, order: np.ndarray, counts: np.ndarray, n: int, val: float, test: float
+) -> None:
+    """Visit the units in ``order`` and fill test, then val, with whole units up to their target
+    node counts (``test * n``, ``val * n``); writes 1 (val) / 2 (test) into ``part_of_unit``, the
+    units left at 0 are train."""
     filled = {1: 0, 2: 0}
     target = {2: test * n, 1: val * n}
     for u in order:
@@ -236,7 +233,46 @@ def _assign_units(
                 part_of_unit[u] = part
                 filled[part] += counts[u]
                 break
-    node_part = part_of_unit[inverse.reshape(-1)]
+
+
+def _assign_units(
+    unit_of: np.ndarray,
+    val: float,
+    test: float,
+    seed: int,
+    stratum_of: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Shuffle units (blocks or groups) and fill test, then val, with whole units up to their
+    target node counts; the remaining units are train.
+
+    With ``stratum_of`` (``[N]`` integer class codes; no unit may span two strata) the filling is
+    done per stratum, with targets of ``val`` / ``test`` times the stratum's node count, visiting
+    its units in the same shuffled order. A stratum with a single unit stays wholly in train; a
+    stratum whose units were all taken gets one back in train (its last val unit in the shuffled
+    order, else its last test unit), so every stratum keeps training nodes.
+    """
+    units, inverse, counts = np.unique(unit_of, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    order = np.random.default_rng(seed).permutation(units.shape[0])
+    part_of_unit = np.zeros(units.shape[0], dtype=np.int64)  # 0 train, 1 val, 2 test
+    if stratum_of is None:
+        _fill_parts(part_of_unit, order, counts, unit_of.shape[0], val, test)
+    else:
+        stratum_of_unit = np.zeros(units.shape[0], dtype=np.int64)
+        stratum_of_unit[inverse] = stratum_of
+        if not np.array_equal(stratum_of_unit[inverse], stratum_of):
+            raise SplitError("a block spans two strata")  # guarded by the callers' unit codes
+        ordered_strata = stratum_of_unit[order]
+        for c in np.unique(stratum_of_unit):
+            sel = order[ordered_strata == c]
+            if sel.shape[0] < 2:
+                continue  # a single block: wholly train
+            _fill_parts(part_of_unit, sel, counts, int(counts[sel].sum()), val, test)
+            parts = part_of_unit[sel]
+            if not (parts == 0).any():
+                back = sel[parts == 1] if (parts == 1).any() else sel[parts == 2]
+                part_of_unit[back[-1]] = 0
+    node_part = part_of_unit[inverse]
     return tuple(np.flatnonzero(node_part == p) for p in (0, 1, 2))  # type: ignore[return-value]
 
 
@@ -249,6 +285,7 @@ def spatial_block_split(
     test: float = 0.2,
     seed: int = 0,
     groups: Sequence[Any] | np.ndarray | None = None,
+    stratify: Sequence[Any] | np.ndarray | torch.Tensor | str | None = None,
 ) -> Split:
     """Split nodes by square grid blocks of ``pos``: whole blocks go to train, val or test.
 
@@ -267,9 +304,22 @@ def spatial_block_split(
             bring a part closer to its target, so the achieved fractions are approximate.
         groups: optional ``[N]`` sample / slide ids: blocks never span two groups (default: the
             data's ``group`` attribute if it has one per node).
+        stratify: optional ``[N]`` class labels (array, tensor or list), or ``"y"`` for
+            ``data.y``. Blocks then never span two classes (a grid block holding three classes
+            becomes three blocks), and blocks are assigned per class: each class's blocks are
+            visited in the seed's shuffled order and fill that class's val / test targets
+            (``val`` / ``test`` times its node count), so every class is split approximately
+            in the given fractions, in whole blocks. A class with a single block goes wholly to
+            train; a class with two or more blocks always keeps at least one block in train
+            (if all were taken, its last val block, else its last test block, goes back), so
+            every class in val or test is also in train. Small classes with few, large blocks
+            may get no val or test block at all, so the achieved fractions can fall below the
+            targets (use a smaller block); on tiny data val or test can even come out empty.
+            ``None`` (default): the unstratified split, exactly as without this option.
 
     Returns:
-        :class:`Split` with ``params`` holding the block size used.
+        :class:`Split` with ``params`` holding the block size used (and ``stratified: True``
+        when ``stratify`` was given).
     """
     _fractions(val, test)
     if isinstance(data, np.ndarray | torch.Tensor):
@@ -312,19 +362,41 @@ def spatial_block_split(
     ncx = int(cell[:, 0].max()) + 1
     ncy = int(cell[:, 1].max()) + 1
     unit = (group_codes * ncx + cell[:, 0]) * ncy + cell[:, 1]
-    parts = _assign_units(unit, val, test, seed)
-    return _make(
-        parts,
-        holder,
-        "spatial_block",
-        seed,
-        {
-            "val": val,
-            "test": test,
-            "block_size": block_size,
-            "num_blocks": int(np.unique(unit).size),
-        },
-    )
+    strata = None
+    if stratify is not None:
+        strata = _stratum_codes(stratify, holder, xy.shape[0])
+        # blocks never span two classes: the class code becomes the unit's leading digit
+        unit = strata * (int(unit.max()) + 1) + unit
+    parts = _assign_units(unit, val, test, seed, strata)
+    params: dict[str, Any] = {
+        "val": val,
+        "test": test,
+        "block_size": block_size,
+        "num_blocks": int(np.unique(unit).size),
+    }
+    if strata is not None:
+        params["stratified"] = True
+    return _make(parts, holder, "spatial_block", seed, params)
+
+
+def _stratum_codes(stratify: Any, holder: Any, n: int) -> np.ndarray:
+    """``[n]`` integer class codes of ``stratify`` (labels, or ``"y"`` for ``holder.y``)."""
+    if isinstance(stratify, str):
+        if stratify != "y":
+            raise SplitError(f'stratify must be [N] labels or "y", got {stratify!r}')
+        labels = getattr(holder, "y", None)
+        if labels is None:
+            raise SplitError('stratify="y" needs a Data with per-node labels `y`')
+    else:
+        labels = stratify
+    if isinstance(labels, torch.Tensor):
+        labels = labels.detach().cpu().numpy()
+    arr = np.asarray(labels)
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise SplitError(f"stratify has shape {tuple(arr.shape)}; need one label per node ({n})")
+    if arr.dtype.kind not in "biuf":
+        arr = np.asarray([str(v) for v in arr])
+    return np.unique(arr, return_inverse=True)[1].reshape(-1).astype(np.int64)
 
 
 def group_split(

@@ -1,14 +1,17 @@
 """Benchmark tasks and families (design §4).
 
-=========  ====================  ======================================================
-family     task                  metrics
-=========  ====================  ======================================================
-spatial    spatial-expression    MSE, R^2 on masked entries (15%) of test spots
-spatial    spatial-celltype      accuracy, macro-F1
-fmri       fmri-reconstruction   MSE, R^2 on masked patches (20%) of test subjects
-image      image-country         accuracy, macro-F1 (split by lat/lon blocks)
-image      image-zeroshot        accuracy of a linear probe on frozen embeddings (75/25)
-=========  ====================  ======================================================
+=========  =====================  ======================================================
+family     task                   metrics
+=========  =====================  ======================================================
+spatial    spatial-expression     MSE, R^2 on masked entries (15%) of test spots
+spatial    spatial-celltype       accuracy, macro-F1
+fmri       fmri-reconstruction    MSE, R^2 on masked patches (20%) of test subjects
+image      image-country          accuracy, macro-F1 (lat/lon blocks within each country)
+image      image-zeroshot         accuracy of a linear probe on frozen embeddings (75/25,
+                                  lat/lon blocks within each country)
+image      image-zeroshot-random  the same probe on a random 75/25 split (leaks location;
+                                  only to reproduce the paper's protocol)
+=========  =====================  ======================================================
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 from fimp_bench.errors import UnknownNameError
 from fimp_bench.tasks.base import PRESETS, PreparedTask, Preset, Task, get_preset
 from fimp_bench.tasks.fmri import FMRIReconstruction
-from fimp_bench.tasks.image import ImageCountry, ImageZeroShot
+from fimp_bench.tasks.image import ImageCountry, ImageZeroShot, ImageZeroShotRandom
 from fimp_bench.tasks.spatial import SpatialCellType, SpatialExpression
 
 __all__ = [
@@ -40,6 +43,7 @@ TASKS: dict[str, Task] = {
         FMRIReconstruction(),
         ImageCountry(),
         ImageZeroShot(),
+        ImageZeroShotRandom(),
     )
 }
 FAMILIES: dict[str, list[str]] = {}
