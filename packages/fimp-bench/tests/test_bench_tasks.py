@@ -126,9 +126,10 @@ def test_embedded_data_smoke_preset(task):
     assert prep.graphs[0].x.isfinite().all()
 
 
-def test_quick_preset_trains_the_whole_budget_and_full_stops_early():
+def test_presets_give_every_model_the_same_budget_with_early_stopping():
     quick, full = get_preset("quick"), get_preset("full")
-    assert quick.min_epochs == quick.max_epochs == 60
+    assert (quick.max_epochs, quick.min_epochs, quick.patience) == (100, 20, 20)
+    assert (quick.tuning_budget, full.tuning_budget) == (4, 8)
     assert full.min_epochs < full.max_epochs
 
 

@@ -1,7 +1,9 @@
 """Leaderboards generated from records, never hand-edited.
 
 For every ``<root>/<task>/records/<model>/seed-<n>.json``: ``<root>/<task>/README.md`` (table),
-``results.csv``, ``results.png`` and ``results.svg`` (plot), and ``<root>/README.md`` (index).
+``results.csv``, ``results.png`` and ``results.svg`` (plot), ``<root>/README.md`` (index) and
+``<root>/ANALYSIS.md`` with ``<root>/analysis/`` (paired per-seed tests and learning curves, see
+:mod:`fimp_bench.analysis`).
 Each cell is mean +- standard deviation over seeds with ``ddof=1`` (the sample standard deviation);
 N = number of seeds. Rows whose model uses external pretrained weights or data carry a dagger in
 the model name (OGB-style) and a footnote naming the weights. ``check`` regenerates everything in
@@ -253,6 +255,11 @@ def _index(summaries: dict[str, list[dict[str, Any]]]) -> str:
     )
     lines.append("")
     lines.append(
+        "Does cross-node token attention help, and when? fimp-base vs the best GNN and the "
+        "ablations, paired per-seed tests and learning curves: [ANALYSIS.md](ANALYSIS.md)."
+    )
+    lines.append("")
+    lines.append(
         "| family | task | primary metric | best model (test, mean ± std) | models | seeds per model |"
     )
     lines.append("|---|---|---|---|---|---|")
@@ -292,6 +299,9 @@ def generate(records_root: str | Path, out_root: str | Path | None = None) -> li
     if summaries:
         atomic_write_text(out_root / "README.md", _index(summaries))
         written.append(out_root / "README.md")
+        from fimp_bench.analysis import write_analysis
+
+        written += write_analysis(out_root, by_task, order)
     return written
 
 
@@ -352,7 +362,10 @@ def check(root: str | Path) -> list[str]:
             else:
                 problems.append(f"{rel}: differs ({len(a)} vs {len(b)} bytes)")
         expected = {p.relative_to(tmp) for p in fresh}
-        for p in sorted(root.glob("*/results.*")) + sorted(root.glob("*/README.md")):
+        analysis = sorted(root.glob("ANALYSIS.md")) + sorted(
+            p for p in root.glob("analysis/*") if not p.name.startswith(".")
+        )
+        for p in sorted(root.glob("*/results.*")) + sorted(root.glob("*/README.md")) + analysis:
             rel = p.relative_to(root)
             if rel not in expected:
                 problems.append(f"{rel}: has no records behind it (delete it or add records)")

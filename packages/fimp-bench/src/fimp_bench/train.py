@@ -151,6 +151,19 @@ class TrialResult:
     val: dict[str, float]
     epochs_run: int
     history: list[float] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+
+    def curve(self) -> dict[str, list[float]]:
+        """The learning curve for the record: validation primary metric and mean training loss
+        per epoch (rounded to 6 significant digits; non-finite values become None)."""
+
+        def clean(v: float) -> float | None:
+            return float(f"{v:.6g}") if math.isfinite(v) else None
+
+        return {
+            "val": [clean(v) for v in self.history],
+            "train_loss": [clean(v) for v in self.train_loss],
+        }
 
 
 def _node_batches(prep: PreparedTask, epoch: int, ctx: DistContext, hops: int, device):
@@ -220,6 +233,7 @@ def train_trial(
     metric = prep.task.primary_metric
     best, best_state, best_epoch, best_val, stale = None, None, -1, {}, 0
     history: list[float] = []
+    train_loss: list[float] = []
     hops = spec.num_hops(config)
     bar = tqdm(
         range(prep.preset.max_epochs),
@@ -236,6 +250,7 @@ def train_trial(
             if prep.level == "node"
             else _graph_batches(prep, epoch, ctx, device)
         )
+        epoch_loss, epoch_terms = 0.0, 0
         for data, rows in batches:
             opt.zero_grad(set_to_none=True)
             out = _forward(ddp, data, device, bf16)["out"]
@@ -244,6 +259,9 @@ def train_trial(
             loss = loss_sum / total.clamp_min(1.0) * ctx.world
             loss.backward()
             opt.step()
+            epoch_loss += float(loss_sum.detach())
+            epoch_terms += count
+        train_loss.append(epoch_loss / max(epoch_terms, 1))
         val = evaluate(prep, model, "val", device=device, bf16=bf16)
         history.append(val[metric])
         bar.set_postfix({metric: f"{val[metric]:.4f}"})
@@ -257,7 +275,7 @@ def train_trial(
     bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
-    return TrialResult(config, model, best_epoch, best_val, epoch + 1, history)
+    return TrialResult(config, model, best_epoch, best_val, epoch + 1, history, train_loss)
 
 
 def probe(prep: PreparedTask, spec: ModelSpec, config: dict[str, Any], *, device: torch.device):
@@ -355,6 +373,7 @@ def run_seed(
                     "val": r.val,
                     "best_epoch": r.best_epoch,
                     "epochs_run": r.epochs_run,
+                    "curve": r.curve(),
                 }
                 for r in results
             ]

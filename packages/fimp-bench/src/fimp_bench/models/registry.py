@@ -77,11 +77,25 @@ class ModelSpec:
 
 
 def load_config(name: str) -> dict[str, Any]:
-    """The packaged YAML config ``configs/<name>.yaml`` (``defaults`` and ``grid``)."""
+    """The packaged YAML config ``configs/<name>.yaml`` (``defaults`` and ``grid``).
+
+    An ablation's config may instead name ``base: <other config>`` and ``overrides: {...}``: it
+    then has the base's grid (the same search space and budget) and the base's defaults with the
+    overrides applied on top of every grid point."""
     path = resources.files("fimp_bench") / "configs" / f"{name}.yaml"
     if not path.is_file():
         raise BenchConfigError(f"no packaged config {name}.yaml in fimp_bench/configs")
     cfg = yaml.safe_load(path.read_text())
+    if isinstance(cfg, dict) and "base" in cfg:
+        base = load_config(str(cfg["base"]))
+        over = dict(cfg.get("overrides") or {})
+        return {
+            "description": cfg.get("description", base.get("description", "")),
+            "defaults": {**base["defaults"], **over},
+            "grid": [{**g, **over} for g in base["grid"]],
+            "base": str(cfg["base"]),
+            "overrides": over,
+        }
     if not isinstance(cfg, dict) or "defaults" not in cfg or "grid" not in cfg:
         raise BenchConfigError(f"config {name}.yaml must be a mapping with 'defaults' and 'grid'")
     return cfg

@@ -155,6 +155,14 @@ class FMRIReconstruction(Task):
                 "num_features": window,
                 "window": window,
                 "stride": stride,
+                "inputs": {
+                    "vector_models": f"one vector per region: its {window}-sample window "
+                    f"(z-scored), masked samples filled ({fill})",
+                    "token_models": f"{window // PATCH} patches of {PATCH} samples per region "
+                    "(masked patches get the mask token) + region xyz + time encoding",
+                    "parity": "same samples; the token models also see the region's xyz "
+                    "(standardised atlas centre), the vector models do not",
+                },
             },
             train_idx=tr,
             val_idx=va,

@@ -148,6 +148,13 @@ class _ImageBase(Task):
                 split_method=split_method,
                 num_features=x.shape[1],
                 image_shape=list(image_shape),
+                inputs={
+                    "vector_models": f"one vector per image: its {x.shape[1]} pixels "
+                    f"({image_shape[0]}x{image_shape[1]}x{image_shape[2]}, standardised per channel)",
+                    "token_models": f"{(image_shape[1] // patch) * (image_shape[2] // patch)} "
+                    f"patches of {patch}x{patch}x{image_shape[0]} pixels of the same image",
+                    "parity": "same pixels",
+                },
             ),
         )
 

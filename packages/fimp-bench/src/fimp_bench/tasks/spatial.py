@@ -50,6 +50,18 @@ def _expression(data: Data, train: np.ndarray, n_genes: int) -> tuple[np.ndarray
     return x.astype(np.float32), [str(names[g]) for g in genes]
 
 
+def _inputs(n_genes: int, fill: str | None) -> dict[str, str]:
+    """What each kind of model reads (information parity, stated in every record)."""
+    hidden = f"; masked entries filled ({fill})" if fill else ""
+    return {
+        "vector_models": f"one vector per spot: the {n_genes} panel genes (log1p, standardised)"
+        + hidden,
+        "token_models": f"{n_genes} tokens per spot, one per panel gene (gene id + value"
+        + ("; masked entries get the mask embedding)" if fill else ")"),
+        "parity": "same genes and values (the token models add only the gene identity)",
+    }
+
+
 class _SpatialBase(Task):
     family = "spatial"
     level = "node"
@@ -129,6 +141,7 @@ class SpatialExpression(_SpatialBase):
                 fill=fill,
                 mask_ratio=self.mask_ratio,
                 num_features=values.shape[1],
+                inputs=_inputs(values.shape[1], fill),
             ),
         )
 
@@ -168,5 +181,13 @@ class SpatialCellType(_SpatialBase):
             num_classes=num_classes,
             token_shape=(values.shape[1], 1),
             token_info={"kind": "gene", "genes": genes},
-            info=node_info(data, name, sha, split, fill="none", num_features=values.shape[1]),
+            info=node_info(
+                data,
+                name,
+                sha,
+                split,
+                fill="none",
+                num_features=values.shape[1],
+                inputs=_inputs(values.shape[1], None),
+            ),
         )

@@ -154,7 +154,7 @@ class FIMP(nn.Module):
         self.norms = nn.ModuleList(
             nn.LayerNorm(dim) for _ in range(num_layers if prenorm else num_layers - 1)
         )
-        hidden = int(round(self.ffn_ratio * dim))
+        hidden = round(self.ffn_ratio * dim)
         self.ffns = nn.ModuleList(
             nn.Sequential(
                 nn.LayerNorm(dim),
@@ -215,7 +215,9 @@ class FIMP(nn.Module):
             return h
         k = 0
         for i, conv in enumerate(self.convs):
-            h = h + self._scaled(k, self.dropout(conv(self.norms[i](h), edge_index, token_mask=mask)))
+            h = h + self._scaled(
+                k, self.dropout(conv(self.norms[i](h), edge_index, token_mask=mask))
+            )
             k += 1
             if self.ffns:
                 h = h + self._scaled(k, self.dropout(self.ffns[i](h)))

@@ -18,7 +18,7 @@ from fimp.tokenizers._common import (
 
 __all__ = ["ContinuousValueEncoder", "DuplicateGeneError", "GeneTokenizer", "scgpt_binning"]
 
-_VALUE_ENCODINGS = ("continuous", "binned", "binned_continuous")
+_VALUE_ENCODINGS = ("continuous", "binned", "binned_continuous", "linear")
 _SELECTIONS = ("panel", "expressed", "top_k", "sample")
 
 
@@ -152,7 +152,12 @@ class GeneTokenizer(nn.Module):
       ``CategoryValueEncoder`` (``nn.Embedding(n_bins, d)`` -> LayerNorm);
     - ``"binned_continuous"``: the bin index as a float through the `ContinuousValueEncoder`; this is
       what the released scGPT checkpoints use (``input_style="binned"``,
-      ``input_emb_style="continuous"``).
+      ``input_emb_style="continuous"``);
+    - ``"linear"``: the raw value times a learned per-gene vector, ``v_g W[\mathrm{id}(g)]``
+      (``value_weight``, an ``nn.Embedding`` [V, d]; the gene term acts as the per-gene bias). This
+      is FT-Transformer's numerical-feature tokenizer: the token is linear in the value, so
+      magnitudes survive (the continuous encoder's LayerNorm removes the scale of its input's
+      encoding) and the mean of a cell's tokens is a linear function of its expression vector.
 
     Binning runs per cell over all columns that map to the vocabulary, before token selection (as
     scGPT's collator does), and needs non-negative expression. No position encoding is added.
@@ -292,10 +297,14 @@ class GeneTokenizer(nn.Module):
         self.gene_embedding.weight.requires_grad_(not self.freeze_gene_embeddings)
         self.gene_norm: nn.Module = nn.LayerNorm(self.dim) if norm_gene_embedding else nn.Identity()
 
+        self.value_weight: nn.Embedding | None = None
         if self.value_encoding == "binned":
             self.value_encoder: nn.Module = CategoryValueEncoder(
                 self.n_bins, self.dim, dropout=dropout
             )
+        elif self.value_encoding == "linear":
+            self.value_weight = nn.Embedding(len(genes), self.dim)
+            self.value_encoder = nn.Dropout(dropout)
         else:
             self.value_encoder = ContinuousValueEncoder(
                 self.dim, dropout=dropout, max_value=max_value
@@ -335,7 +344,10 @@ class GeneTokenizer(nn.Module):
             self.gene_projection.reset_parameters()
         if isinstance(self.gene_norm, nn.LayerNorm):
             self.gene_norm.reset_parameters()
-        self.value_encoder.reset_parameters()
+        if self.value_weight is not None:
+            self.value_weight.reset_parameters()
+        else:
+            self.value_encoder.reset_parameters()
         nn.init.normal_(self.mask_embedding, std=0.02)
 
     def __repr__(self) -> str:
@@ -489,7 +501,7 @@ class GeneTokenizer(nn.Module):
         xs = x if full else x.index_select(1, columns)
         ms = None if mask is None else (mask if full else mask.index_select(1, columns))
 
-        if self.value_encoding == "continuous":
+        if self.value_encoding in ("continuous", "linear"):
             values = xs
         else:
             if bool((xs < 0).any()):
@@ -507,6 +519,10 @@ class GeneTokenizer(nn.Module):
         weight_dtype = self.mask_embedding.dtype
         if self.value_encoding == "binned":
             value_term = self.value_encoder(token_values)
+        elif self.value_weight is not None:
+            value_term = self.value_encoder(
+                token_values.to(weight_dtype).unsqueeze(-1) * self.value_weight(token_ids)
+            )
         else:
             value_term = self.value_encoder(token_values.to(weight_dtype))
         if ms is not None:
@@ -522,6 +538,8 @@ class GeneTokenizer(nn.Module):
             cls_val = torch.full((1,), self.cls_value, device=x.device)
             if self.value_encoding == "binned":
                 cls_vec = cls_gene + self.value_encoder(cls_val.long())
+            elif self.value_weight is not None:
+                cls_vec = cls_gene + cls_val.to(weight_dtype)[:, None] * self.value_weight(cls_id)
             else:
                 cls_vec = cls_gene + self.value_encoder(cls_val.to(weight_dtype))
             tokens = torch.cat([cls_vec.expand(n, 1, self.dim), tokens], dim=1)

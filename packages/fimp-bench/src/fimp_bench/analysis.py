@@ -1,0 +1,400 @@
+"""``ANALYSIS.md``: does cross-node token attention help, and when? Generated from the records.
+
+For every task (in :data:`fimp_bench.tasks.TASKS` order) and every (preset, fill) of it that has
+``fimp-base`` records, one table compares ``fimp-base`` with the best classic GNN (chosen by its
+test mean: the most favourable baseline), ``mlp`` and the ablations present (:data:`ROLES`),
+paired across seeds: the same seed gives both models the same split and masking, so each seed
+gives one difference. Learning curves (validation primary metric per epoch of each seed's
+selected tuning trial, ``tuning["trials"][tuning["selected"]]["curve"]["val"]``) go to
+``analysis/<task>-curves.png`` and ``.svg``. Like every leaderboard file these are written by
+:func:`fimp_bench.leaderboard.generate` and compared by :func:`fimp_bench.leaderboard.check`.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fimp_bench.leaderboard import _METRIC_NAMES, EXTERNAL_MARK, _fmt, _mean_std
+from fimp_bench.metrics import METRIC_DIRECTIONS
+from fimp_bench.records import atomic_write_text, safe_child
+
+__all__ = ["CLASSIC_GNNS", "REFERENCE", "ROLES", "analysis_page", "paired", "write_analysis"]
+
+#: The reference row every other row is compared with.
+REFERENCE = "fimp-base"
+
+#: Candidates for the "best classic GNN" row (the one with the best test mean is shown).
+CLASSIC_GNNS: tuple[str, ...] = ("gcn", "gat", "graphsage", "gin", "graph-transformer", "gps")
+
+#: Model name -> its role in the comparison (table order after the best GNN).
+ROLES: dict[str, str] = {
+    "mlp": "no graph: an MLP on each node's raw vector",
+    "fimp-base": "FIMP: tokens per node, cross-node token attention (reference)",
+    "fimp-base-plain": "ablation: the paper's plain layer W(H+M), post-norm, no residual/FFN",
+    "fimp-base-nomsg": (
+        "ablation: no cross-node messages (each node attends only to its own tokens, self-loop "
+        "only)"
+    ),
+    "fimp-base-pooled": (
+        "ablation: one mean-pooled token per node (cross-attention degenerates to one key)"
+    ),
+    "gcn-tokenmean": "ablation: GCN fed the mean of the learned tokens instead of the raw vector",
+    "graphsage-tokenmean": (
+        "ablation: GraphSAGE fed the mean of the learned tokens instead of the raw vector"
+    ),
+    "graph-transformer-tokenmean": (
+        "ablation: graph transformer fed the mean of the learned tokens instead of the raw vector"
+    ),
+}
+#: Role of the best-GNN row in the table (the page's role list says among which models).
+_BEST_GNN_ROLE = "best classic GNN (chosen by test mean: the most favourable baseline)"
+#: Models drawn in the learning-curve figure besides the best classic GNN.
+_CURVE_MODELS = tuple(m for m in ROLES if m != "mlp")
+
+_ALPHA = 0.05
+_PAGE = "ANALYSIS.md"
+_FOLDER = "analysis"
+# the same rc settings as leaderboard._plot: fixed SVG ids, text as text, one font
+_RC = {"svg.hashsalt": "fimp-bench", "svg.fonttype": "none", "font.family": "DejaVu Sans"}
+
+
+def _p(p: float) -> str:
+    return "n/a" if p is None or math.isnan(p) else f"{p:.3g}"
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def paired(values: dict[int, float], ref: dict[int, float], sign: int) -> dict[str, Any]:
+    """Paired comparison of one model (``values``: seed -> test metric) with the reference.
+
+    Over the seeds both have: ``diff`` = mean of ``sign * (value - ref)`` (positive = better
+    than the reference when ``sign`` is the metric's direction), ``t_p`` = two-sided
+    ``scipy.stats.ttest_rel`` p-value (NaN below 2 shared seeds), ``w_p`` = two-sided
+    ``scipy.stats.wilcoxon`` p-value (NaN below 5 shared seeds or when every difference is 0).
+    """
+    from scipy.stats import ttest_rel, wilcoxon
+
+    shared = sorted(set(values) & set(ref))
+    a = np.asarray([values[s] for s in shared], dtype=np.float64)
+    b = np.asarray([ref[s] for s in shared], dtype=np.float64)
+    out = {"seeds": shared, "n": len(shared), "diff": float("nan"), "t_p": float("nan")}
+    out["w_p"] = float("nan")
+    if shared:
+        out["diff"] = float(np.mean(sign * (a - b)))
+    with warnings.catch_warnings():  # zero variance, ties, zeros: scipy warns, the p-value stands
+        warnings.simplefilter("ignore")
+        if len(shared) >= 2:
+            out["t_p"] = float(ttest_rel(a, b).pvalue)
+        if len(shared) >= 5 and np.any(a != b):
+            out["w_p"] = float(wilcoxon(a, b).pvalue)
+    return out
+
+
+def _curve(record: dict[str, Any]) -> list[float] | None:
+    """The validation curve of the record's selected trial, or None (older record, or malformed)."""
+    tuning = record.get("tuning")
+    if not isinstance(tuning, dict):
+        return None
+    trials, sel = tuning.get("trials"), tuning.get("selected")
+    if not isinstance(trials, list) or not isinstance(sel, int) or isinstance(sel, bool):
+        return None
+    if not 0 <= sel < len(trials) or not isinstance(trials[sel], dict):
+        return None
+    curve = trials[sel].get("curve")
+    val = curve.get("val") if isinstance(curve, dict) else None
+    # ``None`` marks an epoch whose value was not finite (``fimp_bench.train``): a gap, kept
+    if not isinstance(val, list) or not all(v is None or _number(v) for v in val):
+        return None
+    if not any(v is not None for v in val):
+        return None
+    return [float("nan") if v is None else float(v) for v in val]
+
+
+def _sections(task: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One section per (preset, fill, mode) of one task's records that has ``fimp-base`` rows."""
+    from fimp_bench.tasks import TASKS
+
+    t = TASKS.get(task)
+    primary = t.primary_metric if t else sorted(records[0]["metrics"]["test"])[0]
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        groups[(r["preset"], r["fill"], r["mode"])].append(r)
+    sections = []
+    for (preset, fill, mode), rs in sorted(groups.items()):
+        models: dict[str, dict[str, Any]] = {}
+        for r in rs:  # records come sorted by path; a duplicate (model, seed) keeps the first
+            name = r["model"]["name"]
+            m = models.setdefault(name, {"values": {}, "curves": {}, "external": False})
+            m["external"] = m["external"] or bool(r["model"]["external_weights"])
+            v = r["metrics"]["test"].get(primary)
+            if r["seed"] in m["values"] or not _number(v):
+                continue
+            m["values"][r["seed"]] = float(v)
+            curve = _curve(r)
+            if curve is not None:
+                m["curves"][r["seed"]] = curve
+        if REFERENCE not in models or not models[REFERENCE]["values"]:
+            continue
+        sign = METRIC_DIRECTIONS.get(primary, 1)
+        gnns = [g for g in CLASSIC_GNNS if models.get(g, {}).get("values")]
+        best = (
+            max(
+                gnns,
+                key=lambda g: (sign * np.mean(list(models[g]["values"].values())), -gnns.index(g)),
+            )
+            if gnns
+            else None
+        )
+        sections.append(
+            {
+                "preset": preset,
+                "fill": fill,
+                "mode": mode,
+                "primary": primary,
+                "sign": sign,
+                "models": models,
+                "best_gnn": best,
+                "order": ([best] if best else [])
+                + [m for m in ROLES if models.get(m, {}).get("values")],
+            }
+        )
+    return sections
+
+
+def _section_md(s: dict[str, Any]) -> list[str]:
+    primary, sign, models = s["primary"], s["sign"], s["models"]
+    mname = _METRIC_NAMES.get(primary, primary)
+    direction = "higher" if sign > 0 else "lower"
+    ref = models[REFERENCE]["values"]
+    lines = [f"### preset `{s['preset']}`, fill `{s['fill']}`, {s['mode']}", ""]
+    lines.append(f"Primary metric: test {mname} ({direction} is better).")
+    lines.append("")
+    head = ["model", "role", f"test {mname} (mean ± std)", "N", "Δ vs fimp-base"]
+    head += ["paired t-test p", "Wilcoxon p", "shared seeds"]
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "|".join("---" for _ in head) + "|")
+    comparisons = {}
+    for name in s["order"]:
+        m = models[name]
+        vals = [m["values"][k] for k in sorted(m["values"])]
+        mu, sd = _mean_std(vals)
+        if name == s["best_gnn"]:
+            role = _BEST_GNN_ROLE
+        else:
+            role = ROLES[name]
+        label = f"`{name}{f' {EXTERNAL_MARK}' if m['external'] else ''}`"
+        cells = [label, role, f"{_fmt(mu)} ± {_fmt(sd)}", str(len(vals))]
+        if name == REFERENCE:
+            cells += ["(reference)", "—", "—", "—"]
+        else:
+            c = paired(m["values"], ref, sign)
+            comparisons[name] = c
+            diff = "n/a" if math.isnan(c["diff"]) else f"{c['diff']:+.4f}"
+            cells += [diff, _p(c["t_p"]), _p(c["w_p"]), str(c["n"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    best = s["best_gnn"]
+    if best is None:
+        lines.append("fimp-base vs best GNN: no classic GNN records in this section.")
+    else:
+        c = comparisons[best]
+        # the table's Δ is best GNN minus fimp-base; seen from fimp-base the sign flips
+        if not math.isnan(c["t_p"]) and c["t_p"] < _ALPHA and c["diff"] < 0:
+            verdict = "better"
+        elif not math.isnan(c["t_p"]) and c["t_p"] < _ALPHA and c["diff"] > 0:
+            verdict = "worse"
+        else:
+            verdict = "not distinguishable"
+        diff = "n/a" if math.isnan(c["diff"]) else f"{-c['diff']:+.4f}"
+        lines.append(
+            f"**fimp-base vs best GNN (`{best}`): {verdict} at p<0.05** (paired t-test p = "
+            f"{_p(c['t_p'])} over {c['n']} shared seeds; fimp-base minus `{best}`, signed so "
+            f"positive = fimp-base better: {diff})."
+        )
+    lines.append("")
+    return lines
+
+
+def _curve_stats(curves: list[list[float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, std (ddof=1; NaN below two values) and count over the seeds still running at each
+    epoch; NaN entries (non-finite epochs) are left out of that epoch's statistics."""
+    n = max(len(c) for c in curves)
+    mean, std, count = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, dtype=np.int64)
+    for e in range(n):
+        vals = np.asarray([c[e] for c in curves if len(c) > e], dtype=np.float64)
+        vals = vals[np.isfinite(vals)]
+        count[e] = vals.size
+        if vals.size:
+            mean[e] = vals.mean()
+        if vals.size > 1:
+            std[e] = vals.std(ddof=1)
+    return mean, std, count
+
+
+def _plotted(s: dict[str, Any]) -> list[str]:
+    """Models of a section drawn in the curve figure (best GNN, fimp-base, ablations present)."""
+    return [m for m in s["order"] if m == s["best_gnn"] or m in _CURVE_MODELS]
+
+
+def _plot_curves(task: str, sections: list[dict[str, Any]], png: Path, svg: Path) -> None:
+    """Validation primary metric per epoch, mean over seeds ± std (shaded); Agg, deterministic."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    with plt.rc_context(_RC):
+        fig, axes = plt.subplots(
+            1, len(sections), figsize=(6.4 * len(sections), 4.2), squeeze=False
+        )
+        for ax, s in zip(axes[0], sections):
+            for name in _plotted(s):
+                curves = [
+                    s["models"][name]["curves"][k] for k in sorted(s["models"][name]["curves"])
+                ]
+                if not curves:
+                    continue
+                mean, std, _ = _curve_stats(curves)
+                x = np.arange(mean.size)
+                # a fixed colour per role: best GNN C0, then ROLES order
+                color = f"C{0 if name == s['best_gnn'] else 1 + _CURVE_MODELS.index(name)}"
+                ax.plot(x, mean, color=color, lw=1.5, label=f"{name} ({len(curves)} seeds)")
+                ok = ~np.isnan(std)
+                ax.fill_between(x, mean - std, mean + std, where=ok, color=color, alpha=0.2, lw=0)
+            direction = "higher" if s["sign"] > 0 else "lower"
+            mname = _METRIC_NAMES.get(s["primary"], s["primary"])
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(f"validation {mname} ({direction} is better)")
+            ax.set_title(f"{task} ({s['preset']}, fill {s['fill']})")
+            ax.grid(color="0.9")
+            ax.legend(fontsize=8, loc="best")
+        fig.tight_layout()
+        png.parent.mkdir(parents=True, exist_ok=True)
+        for path, fmt, meta in ((png, "png", {"Software": None}), (svg, "svg", {"Date": None})):
+            tmp = path.with_name(f".{path.name}.tmp")
+            fig.savefig(tmp, format=fmt, metadata=meta, dpi=100)
+            tmp.replace(path)
+        plt.close(fig)
+
+
+def _curves_md(task: str, sections: list[dict[str, Any]], figure: bool) -> list[str]:
+    lines = ["### Learning curves", ""]
+    trained = [s for s in sections if s["mode"] != "zero-shot"]
+    if not trained:
+        return [*lines, "Zero-shot task: nothing is trained, so there are no learning curves.", ""]
+    if not figure:
+        return [
+            *lines,
+            "No learning curves: none of these records stores per-epoch curves (records "
+            "written before curves were recorded).",
+            "",
+        ]
+    lines.append(
+        "Validation primary metric per epoch of each seed's selected tuning trial, for the best "
+        "classic GNN, fimp-base and the ablations present. Line: mean over seeds; shaded: ± std "
+        "(ddof=1). Early stopping ends seeds at different epochs: at each epoch the mean and std "
+        "are over the seeds still training (no padding), so the tail of a curve may rest on fewer "
+        "seeds; an epoch whose value was not finite (stored as null) is left out of that epoch."
+    )
+    lines.append("")
+    for s in trained:
+        missing = []
+        for name in _plotted(s):
+            m = s["models"][name]
+            lacking = sorted(set(m["values"]) - set(m["curves"]))
+            if lacking:
+                missing.append(f"`{name}` seed(s) {', '.join(map(str, lacking))}")
+        if missing:
+            lines.append(
+                f"Left out of the {s['preset']}/{s['fill']} curves (records without curves, "
+                f"written before curves were recorded): {'; '.join(missing)}."
+            )
+            lines.append("")
+    rel = f"{_FOLDER}/{task}-curves"
+    lines.append(f"Figure: [`{rel}.png`]({rel}.png) ([SVG]({rel}.svg)).")
+    lines.append("")
+    lines.append(f"![{task} learning curves]({rel}.png)")
+    lines.append("")
+    return lines
+
+
+def analysis_page(
+    by_task: dict[str, list[dict[str, Any]]], order: list[str]
+) -> tuple[str, dict[str, list[dict[str, Any]]]]:
+    """The page's text and, per task, the sections whose curves go into a figure."""
+    lines = ["<!-- generated by fimp-bench leaderboard from */records/; do not edit -->", ""]
+    lines += ["# Does cross-node token attention help, and when?", ""]
+    lines.append(
+        "Per task, `fimp-base` (tokens per node, cross-node token attention) is compared with the "
+        "best classic GNN, with `mlp` (no graph) and with ablations that remove one ingredient "
+        "at a time. The best classic GNN is the one with the highest **test** mean of the "
+        "primary metric: a choice made on test, so it is the most favourable baseline. The "
+        "comparison is **paired across seeds**: the same seed gives both models the same split "
+        "and masking, so each seed both models ran gives one difference. Δ vs fimp-base = mean "
+        "over the shared seeds of (model − fimp-base), signed so that **positive = better than "
+        "fimp-base** (for lower-is-better metrics such as MSE the sign is flipped). p-values are "
+        "two-sided: paired t-test (`scipy.stats.ttest_rel`) and Wilcoxon signed-rank "
+        "(`scipy.stats.wilcoxon`, only with at least 5 shared seeds and not every difference "
+        "zero; else n/a; with 5 seeds its exact p-value cannot go below 0.0625); no correction "
+        "for multiple comparisons. The verdict line under each table uses the t-test at "
+        "p<0.05. Cells: test mean ± standard deviation over N seeds (ddof=1). One section per "
+        "preset and fill (the pairing holds within one); quick-preset rows are CPU numbers on "
+        "the small embedded datasets, not paper-scale results. Generated from the records by "
+        "`fimp-bench leaderboard` and checked by `fimp-bench leaderboard --check`; per-task "
+        "tables: [README.md](README.md)."
+    )
+    lines.append("")
+    lines.append("Roles:")
+    lines.append("")
+    lines.append(
+        "- best classic GNN: the one of "
+        + ", ".join(f"`{g}`" for g in CLASSIC_GNNS)
+        + " with the highest test mean in that section (a choice on test: the most favourable "
+        "baseline)"
+    )
+    for name, role in ROLES.items():
+        lines.append(f"- `{name}`: {role}")
+    lines.append("")
+    figures: dict[str, list[dict[str, Any]]] = {}
+    for task in order:
+        lines += [f"## {task}", ""]
+        sections = _sections(task, by_task[task])
+        if not sections:
+            lines += [f"No `{REFERENCE}` records for this task: nothing to compare.", ""]
+            continue
+        for s in sections:
+            lines += _section_md(s)
+        plotted = [
+            s
+            for s in sections
+            if s["mode"] != "zero-shot" and any(s["models"][m]["curves"] for m in _plotted(s))
+        ]
+        if plotted:
+            figures[task] = plotted
+        lines += _curves_md(task, sections, bool(plotted))
+    return "\n".join(lines), figures
+
+
+def write_analysis(
+    out_root: str | Path, by_task: dict[str, list[dict[str, Any]]], order: list[str]
+) -> list[Path]:
+    """Write ``ANALYSIS.md`` and ``analysis/<task>-curves.{png,svg}`` under ``out_root``; return
+    the written paths. ``by_task``: each task's records; ``order``: the tasks in page order."""
+    out_root = Path(out_root)
+    text, figures = analysis_page(by_task, order)
+    written = []
+    for task, sections in figures.items():
+        d = safe_child(out_root, _FOLDER)
+        png, svg = d / f"{task}-curves.png", d / f"{task}-curves.svg"
+        _plot_curves(task, sections, png, svg)
+        written += [png, svg]
+    atomic_write_text(out_root / _PAGE, text)
+    return [out_root / _PAGE, *written]
