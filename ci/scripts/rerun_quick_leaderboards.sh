@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Re-run every quick-preset leaderboard row (5 seeds) into a fresh folder, in two lanes that
+# share the 2-core CPU (one torch thread each), then replace the records under leaderboards/
+# and regenerate tables, plots, ANALYSIS.md and the index.
+#   bash ci/scripts/rerun_quick_leaderboards.sh [OUT]     (default OUT=/tmp/lb-rerun)
+# A single row: fimp-bench run --task <task> --model <model> --seeds 0-4 --out <dir>
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+out=${1:-/tmp/lb-rerun}
+export OMP_NUM_THREADS=1 PYTHONHASHSEED=0 MPLBACKEND=Agg
+run() { fimp-bench run --seeds 0-4 --no-progress "$@"; }
+lane_a() {
+  run --task spatial-celltype --out "$out/a"
+  run --task spatial-expression --out "$out/a"
+  run --task spatial-expression --model fimp-bert --out "$out/a"
+  run --task image-zeroshot --out "$out/a"
+  run --task image-zeroshot --model fimp-vit-frozen,graphsage-untrained,vit-alone --out "$out/a"
+  run --task image-zeroshot-random --out "$out/a"
+}
+lane_b() {
+  run --task fmri-reconstruction --out "$out/b"
+  run --task image-country --out "$out/b"
+  run --task image-country --model majority,vit-alone,fimp-vit --out "$out/b"
+}
+lane_a > "$out.a.log" 2>&1 &
+pa=$!
+lane_b > "$out.b.log" 2>&1 &
+pb=$!
+wait "$pa" "$pb"
+rm -rf leaderboards/*/records
+for lane in a b; do
+  for d in "$out/$lane"/*/records; do
+    task=$(basename "$(dirname "$d")")
+    mkdir -p "leaderboards/$task/records"
+    cp -r "$d"/. "leaderboards/$task/records/"
+  done
+done
+fimp-bench leaderboard --root leaderboards
