@@ -133,6 +133,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         out=args.out,
         progress=not args.no_progress,
         ctx=ctx,
+        force=args.force,
     )
     if ctx.is_main:
         print()
@@ -249,6 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="fill of masked values for baselines (default mean; interpolate: time series only)",
     )
     r.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
+    r.add_argument(
+        "--force",
+        action="store_true",
+        help="re-run (task, model, seed) runs whose records already exist under OUT (default: "
+        "skip those made with the same configuration; refuse to overwrite a different one)",
+    )
     r.add_argument(
         "--out", default="fimp-bench-results", help="output folder (default ./fimp-bench-results)"
     )
