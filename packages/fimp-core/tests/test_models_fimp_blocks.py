@@ -121,3 +121,37 @@ def test_plain_is_the_default_and_options_are_checked():
         FIMP(None, dim=8, block="prenorm", ffn_ratio=-1)
     r = repr(FIMP(None, dim=8, heads=2, block="prenorm", ffn_ratio=4, layer_scale=0.1))
     assert "block='prenorm', ffn_ratio=4, layer_scale=0.1" in r
+
+
+@pytest.mark.parametrize("block", ["plain", "prenorm"])
+def test_attention_maps_read_what_each_layer_sees(block):
+    """fimp.interpret.attention_maps must equal the attention each FIMPConv computes inside the
+    model's own forward, for both layer forms (it used to assume the plain stack)."""
+    from fimp.interpret import attention_maps
+
+    torch.manual_seed(4)
+    x = torch.randn(7, 3, 8)
+    edge_index = torch.tensor([[0, 1, 2, 3, 4, 5, 6, 0], [1, 2, 3, 4, 5, 6, 0, 0]])
+    kw = {"ffn_ratio": 2.0, "layer_scale": 0.5} if block == "prenorm" else {}
+    model = FIMP(None, dim=8, num_layers=3, heads=2, block=block, **kw).eval()
+    seen = {}
+
+    def hook(i):
+        def fn(mod, args, kwargs):
+            _, (_, att) = mod.forward(
+                args[0], args[1], token_mask=kwargs["token_mask"], return_attention_weights=True
+            )
+            seen[i] = att
+
+        return fn
+
+    handles = [
+        c.register_forward_pre_hook(hook(i), with_kwargs=True) for i, c in enumerate(model.convs)
+    ]
+    with torch.no_grad():
+        model(x, edge_index)
+    for h in handles:
+        h.remove()
+    for layer in range(3):
+        maps = attention_maps(model, x, edge_index=edge_index, layer=layer)
+        torch.testing.assert_close(maps.attention, seen[layer])

@@ -139,11 +139,12 @@ def test_good_cache_never_overwritten_by_bad(server, tmp_path):
     assert target.read_bytes() == GOOD
     # a wrong cached file is replaced only by a verified copy; a bad fetch keeps it
     target.write_bytes(b"stale")
-    with pytest.raises(ChecksumError):
+    with pytest.warns(UserWarning, match="failed its checksum"), pytest.raises(ChecksumError):
         download_file(f"{server}/corrupt", target, sha256=GOOD_SHA, **FAST)
     assert target.read_bytes() == b"stale"
     assert _cache_files(tmp_path) == ["f.bin"]
-    download_file(f"{server}/good", target, sha256=GOOD_SHA, **FAST)
+    with pytest.warns(UserWarning, match="failed its checksum"):
+        download_file(f"{server}/good", target, sha256=GOOD_SHA, **FAST)
     assert target.read_bytes() == GOOD
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from fimp_bench.leaderboard import _METRIC_NAMES, EXTERNAL_MARK, _fmt, _mean_std
 from fimp_bench.metrics import METRIC_DIRECTIONS
-from fimp_bench.records import atomic_write_text, safe_child
+from fimp_bench.records import atomic_write_text, safe_child, save_figure
 
 __all__ = ["CLASSIC_GNNS", "REFERENCE", "ROLES", "analysis_page", "paired", "write_analysis"]
 
@@ -277,11 +277,7 @@ def _plot_curves(task: str, sections: list[dict[str, Any]], png: Path, svg: Path
             ax.grid(color="0.9")
             ax.legend(fontsize=8, loc="best")
         fig.tight_layout()
-        png.parent.mkdir(parents=True, exist_ok=True)
-        for path, fmt, meta in ((png, "png", {"Software": None}), (svg, "svg", {"Date": None})):
-            tmp = path.with_name(f".{path.name}.tmp")
-            fig.savefig(tmp, format=fmt, metadata=meta, dpi=100)
-            tmp.replace(path)
+        save_figure(fig, png, svg)
         plt.close(fig)
 
 

@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from fimp_bench.errors import BenchError
+from fimp_bench.errors import BenchError, LeaderboardCheckError
 from fimp_bench.explain import add_explain_parser
 
 __all__ = ["main", "parse_seeds"]
@@ -68,6 +68,33 @@ def summary_table(records: list[dict]) -> str:
     return "\n".join(out)
 
 
+def check_out_dir(path: str) -> None:
+    """Fail before any work if ``path`` cannot hold results: it exists and is not a folder, or
+    it (or the folder it would be created in) is not writable. Creates it when missing."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from fimp_bench.errors import BenchConfigError
+
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise BenchConfigError(f"--out {path!r} exists and is not a folder; pass a folder path")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=p, prefix=".fimp-bench-write-test.")
+        os.close(fd)
+        os.unlink(probe)
+    except NotADirectoryError:
+        raise BenchConfigError(
+            f"--out {path!r}: a parent of it is a file, not a folder; pass a folder path"
+        ) from None
+    except OSError as e:
+        raise BenchConfigError(
+            f"--out {path!r} is not writable ({e.strerror or e}); pass a folder you can write to"
+        ) from None
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from fimp_bench.distributed import init_from_env
     from fimp_bench.leaderboard import generate
@@ -79,6 +106,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     models = [m for spec in args.model or [] for m in spec.split(",") if m] or None
     for m in models or []:
         get_model(m)  # unknown names fail before any work, listing the valid ones
+    if args.dataset is not None:
+        from fimp_bench._data import list_datasets
+
+        if args.dataset not in list_datasets():
+            from fimp_bench.errors import UnknownNameError
+
+            raise UnknownNameError(
+                f"unknown dataset {args.dataset!r}; registered: {', '.join(list_datasets())} "
+                "(register your own with fimp_data.register_local)"
+            )
+    check_out_dir(args.out)
     seeds = parse_seeds(args.seeds) if args.seeds else list(get_preset(args.preset).seeds)
     device = resolve_device(args.device)
     ctx = init_from_env(device)
@@ -95,6 +133,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         out=args.out,
         progress=not args.no_progress,
         ctx=ctx,
+        force=args.force,
     )
     if ctx.is_main:
         print()
@@ -164,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="The FIMP benchmark: run tasks, list tasks/models/datasets, regenerate "
         "leaderboards, validate submissions.",
     )
+    p.add_argument(
+        "--debug", action="store_true", help="show the full traceback of an error (for bug reports)"
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser(
@@ -208,6 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="fill of masked values for baselines (default mean; interpolate: time series only)",
     )
     r.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
+    r.add_argument(
+        "--force",
+        action="store_true",
+        help="re-run (task, model, seed) runs whose records already exist under OUT (default: "
+        "skip those made with the same configuration; refuse to overwrite a different one)",
+    )
     r.add_argument(
         "--out", default="fimp-bench-results", help="output folder (default ./fimp-bench-results)"
     )
@@ -255,13 +303,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _typed_errors() -> tuple[type[BaseException], ...]:
+    """The errors fimp-bench, fimp_data and fimp raise on purpose (each names problem and fix)."""
+    from fimp.errors import FIMPError
+    from fimp_data.errors import FIMPDataError
+
+    return (BenchError, FIMPDataError, FIMPError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``fimp-bench`` command; returns the exit status."""
+    """Entry point of the ``fimp-bench`` command; returns the exit status.
+
+    Every error raised on purpose (and any OS error about a file) is one line on stderr, exit
+    status 2, no traceback; ``--debug`` shows the traceback instead."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except BenchError as e:
-        print(f"fimp-bench: error: {e}", file=sys.stderr)
+    except (*_typed_errors(), OSError) as e:
+        if getattr(args, "debug", False):
+            raise
+        msg = str(e).replace("\n", " | ") if not isinstance(e, LeaderboardCheckError) else str(e)
+        print(f"fimp-bench: error: {msg}", file=sys.stderr)
         return 2
 
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from fimp_bench.errors import LeaderboardCheckError
 from fimp_bench.metrics import METRIC_DIRECTIONS
-from fimp_bench.records import atomic_write_text, read_records, safe_child
+from fimp_bench.records import atomic_write_text, read_records, safe_child, save_figure
 
 __all__ = ["check", "generate", "summarize"]
 
@@ -233,11 +233,7 @@ def _plot(task_name: str, rows: list[dict[str, Any]], png: Path, svg: Path) -> N
         ax.set_title(task_name)
         ax.grid(axis="x", color="0.9")
         fig.tight_layout()
-        png.parent.mkdir(parents=True, exist_ok=True)
-        for path, fmt, meta in ((png, "png", {"Software": None}), (svg, "svg", {"Date": None})):
-            tmp = path.with_name(f".{path.name}.tmp")
-            fig.savefig(tmp, format=fmt, metadata=meta, dpi=100)
-            tmp.replace(path)
+        save_figure(fig, png, svg)
         plt.close(fig)
 
 

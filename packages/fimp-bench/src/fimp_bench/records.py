@@ -31,11 +31,14 @@ __all__ = [
     "read_records",
     "record_path",
     "safe_child",
+    "save_figure",
     "validate_record",
     "write_record",
 ]
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
+#: 1.1 added the optional ``run_hash`` (resume); 1.0 records stay valid.
+_SCHEMA_VERSIONS = ["1.0", "1.1"]
 
 _METRICS = {"type": "object", "additionalProperties": {"type": "number"}}
 _SHA = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
@@ -75,7 +78,7 @@ RECORD_SCHEMA: dict[str, Any] = {
         "date",
     ],
     "properties": {
-        "schema_version": {"type": "string", "enum": [SCHEMA_VERSION]},
+        "schema_version": {"type": "string", "enum": _SCHEMA_VERSIONS},
         "task": _NAME,
         "task_version": {"type": "string", "minLength": 1},
         "dataset": {
@@ -155,6 +158,7 @@ RECORD_SCHEMA: dict[str, Any] = {
         },
         "date": {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}"},
         "task_info": {"type": "object"},
+        "run_hash": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
     },
 }
 
@@ -330,6 +334,23 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save_figure(fig: Any, png: Path, svg: Path) -> None:
+    """Save a matplotlib figure as PNG and SVG without timestamps (deterministic bytes), each
+    through its own unique temp file + ``os.replace`` (safe with concurrent writers)."""
+    png.parent.mkdir(parents=True, exist_ok=True)
+    mask = _umask()
+    for path, fmt, meta in ((png, "png", {"Software": None}), (svg, "svg", {"Date": None})):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            os.fchmod(fd, 0o666 & ~mask)
+            with os.fdopen(fd, "wb") as f:
+                fig.savefig(f, format=fmt, metadata=meta, dpi=100)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def write_record(record: dict[str, Any], out: str | os.PathLike[str]) -> Path:

@@ -461,6 +461,56 @@ def build_record(
     }
 
 
+def run_hash(prep: PreparedTask, spec: ModelSpec, *, bf16: bool = False) -> str:
+    """sha256 (16 hex) of everything that decides a (task, model, seed) run besides the seed:
+    task + version, dataset + checksum, split id, preset budget, fill, the model's defaults and
+    the grid points its budget takes, bf16. Stored in the record (``run_hash``) so that a
+    restarted ``fimp-bench run`` can skip runs already done with the same configuration."""
+    import hashlib
+    import json
+
+    p = prep.preset
+    payload = {
+        "task": prep.task.name,
+        "task_version": prep.task.version,
+        "dataset": [prep.info["dataset"], prep.info["dataset_sha256"]],
+        "split_id": prep.info["split_id"],
+        "preset": [p.name, p.max_epochs, p.min_epochs, p.patience, p.tuning_budget, p.batch_size],
+        "fill": prep.info.get("fill", "none"),
+        "model": spec.name,
+        "defaults": spec.defaults,
+        "grid": list(spec.grid[: max(1, p.tuning_budget)]),
+        "bf16": bool(bf16),
+    }
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _existing_record(path, expected_hash: str, force: bool) -> dict[str, Any] | None:
+    """The record already at ``path`` if it was made by the same configuration (unless
+    ``force``); a record from another configuration is never overwritten silently."""
+    from fimp_bench.errors import RecordError
+    from fimp_bench.records import read_record
+
+    if not path.exists():
+        return None
+    try:
+        old = read_record(path)
+    except RecordError:
+        if force:
+            return None
+        raise
+    if force:
+        return None
+    if old.get("run_hash") != expected_hash:
+        raise BenchConfigError(
+            f"{path} holds a record from a different configuration (run_hash "
+            f"{old.get('run_hash')!r}, this run {expected_hash!r}); use another --out, or pass "
+            "--force to re-run and overwrite it"
+        )
+    return old
+
+
 def run_benchmark(
     tasks: list,
     models: list[str] | None,
@@ -475,13 +525,21 @@ def run_benchmark(
     progress: bool = True,
     ctx: DistContext | None = None,
     data=None,
+    force: bool = False,
 ) -> list[dict[str, Any]]:
     """Run every (task, model, seed); write records under ``out`` (rank 0 only); return them.
 
     The tuning grid (``tuning_budget`` points) is searched on the first seed of ``seeds``; the
     selected configuration is then trained on every other seed (recorded in ``tuning``).
     ``models=None`` runs each task's default models.
+
+    Resume: a (task, model, seed) whose record already exists under ``out`` with the same
+    :func:`run_hash` is skipped (said on stderr) and its record reused (also its tuning choice
+    for the later seeds); ``force=True`` re-runs it. A record from another configuration is
+    never overwritten silently: :class:`BenchConfigError` unless ``force``.
     """
+    import sys
+
     from fimp_bench.models import get_model
     from fimp_bench.records import write_record
     from fimp_bench.tasks import get_preset
@@ -501,6 +559,23 @@ def run_benchmark(
             prep = task.prepare(seed=seed, preset=pre, dataset=dataset, data=data, fill=fill)
             for spec in specs:
                 seed_bar.set_postfix(model=spec.name)
+                rhash = run_hash(prep, spec, bf16=bf16)
+                if out is not None:
+                    from fimp_bench.records import record_path
+
+                    path = record_path(out, task.name, spec.name, seed)
+                    old = _existing_record(path, rhash, force)
+                    if old is not None:
+                        if ctx.is_main:
+                            print(
+                                f"fimp-bench: {task.name}/{spec.name}/seed {seed}: record exists "
+                                "with the same configuration, skipped (--force re-runs it)",
+                                file=sys.stderr,
+                            )
+                        if spec.name not in chosen and prep.objective != "probe":
+                            chosen[spec.name] = (old["config"], old["tuning"])
+                        records.append(old)
+                        continue
                 if spec.name in chosen and prep.objective != "probe":
                     cfg, tuning = chosen[spec.name]
                     tuned = ModelSpec(**{**spec.__dict__, "defaults": cfg, "grid": ({},)})
@@ -528,6 +603,7 @@ def run_benchmark(
                 record = build_record(
                     prep, spec, result, device=dev, tuning=tuning, world_size=ctx.world
                 )
+                record["run_hash"] = rhash
                 records.append(record)
                 if out is not None and ctx.is_main:
                     write_record(record, out)

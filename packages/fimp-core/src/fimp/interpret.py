@@ -308,10 +308,12 @@ def iter_attention_maps(
             num_edges = edge_index.size(1)
             ids = _edge_ids(edge_mask, num_edges, edge_index.device)
             codes, names = token_labels(model.tokenizer, x, mask, index, genes=kwargs.get("genes"))
-            h = tokens
-            for i in range(layer):
-                h = model.convs[i](h, edge_index, token_mask=mask)
-                h = model.dropout(model.act(model.norms[i](h)))
+            h, mask = model.conv_inputs(tokens, edge_index, mask, layer)
+            if model.pool_tokens:
+                raise ConfigError(
+                    "attention maps of a pool_tokens model have one token per node: there are "
+                    "no token-level maps to read out"
+                )
             check_tokens(h, model.convs[layer].dim, name="tokens")
             creator = model.convs[layer].message
             target_state, source_state = creator.prepare(h, mask)

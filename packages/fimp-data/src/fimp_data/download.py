@@ -4,7 +4,9 @@ A download streams into a temp file beside the target, checks the byte count aga
 Content-Length, the registered size and the sha256, and only then renames it into place
 (``os.replace``, atomic on one filesystem). A failed attempt removes its temp file, so the cache
 never holds a partial or wrong file, and a target that already holds the right bytes is never
-touched. Transient failures (timeouts, connection errors, HTTP 5xx/429, truncated bodies) are
+touched. A cached file that fails its checksum is reported (a warning naming it) and kept: once a
+verified copy has arrived it is renamed to ``<name>.corrupt-<sha256 prefix>``, not deleted; if
+no verified copy arrives it stays where it was and the error says so. Transient failures (timeouts, connection errors, HTTP 5xx/429, truncated bodies) are
 retried with exponential backoff; permanent ones (HTTP 4xx, a complete file with the wrong sha256)
 fail at once.
 """
@@ -19,6 +21,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import warnings
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
@@ -122,6 +125,16 @@ def _fetch_once(
             )
 
 
+def _aside_name(target: Path) -> Path:
+    """``<name>.corrupt-<first 12 hex of its sha256>`` (``-2``, ``-3``, ... if taken)."""
+    base = target.with_name(f"{target.name}.corrupt-{sha256_file(target)[:12]}")
+    aside, i = base, 1
+    while aside.exists():
+        i += 1
+        aside = base.with_name(f"{base.name}-{i}")
+    return aside
+
+
 def download_file(
     url: str | Sequence[str],
     target: str | os.PathLike[str],
@@ -156,12 +169,20 @@ def download_file(
     urls = [url] if isinstance(url, str) else list(url)
     if not urls:
         raise DownloadError(f"no URL given for {target.name}; fix the registry entry")
+    stale: ChecksumError | None = None
     if target.exists():
         try:
             verify_file(target, sha256=sha256, size=size)
             return target
-        except ChecksumError:
-            pass  # replaced below only once a verified copy has arrived
+        except ChecksumError as exc:
+            # kept in place until a verified copy has arrived, then moved aside (never deleted)
+            stale = exc
+            warnings.warn(
+                f"cached {target} failed its checksum ({exc}); fetching a fresh copy. The bad "
+                "copy is kept, renamed to <name>.corrupt-<sha256 prefix>, once the new one "
+                "verifies.",
+                stacklevel=2,
+            )
     target.parent.mkdir(parents=True, exist_ok=True)
     failures: list[str] = []
     checksum_failure: ChecksumError | None = None
@@ -175,6 +196,8 @@ def download_file(
             try:
                 _fetch_once(u, tmp, timeout=timeout, progress=progress, desc=target.name, size=size)
                 verify_file(tmp, sha256=sha256, size=size)
+                if stale is not None and target.exists():
+                    os.replace(target, _aside_name(target))
                 os.replace(tmp, target)
                 return target
             except _Transient as exc:
@@ -193,6 +216,10 @@ def download_file(
             finally:
                 tmp.unlink(missing_ok=True)
     detail = "\n  ".join(failures)
+    if stale is not None:
+        detail += (
+            f"\n  (the cached copy {target} failed its checksum: {stale}; it was left in place)"
+        )
     if checksum_failure is not None and len(failures) == 1:
         raise ChecksumError(
             f"download of {target.name} failed verification:\n  {detail}\nNothing was written to "

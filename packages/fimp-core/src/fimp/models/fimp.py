@@ -205,24 +205,44 @@ class FIMP(nn.Module):
     def _scaled(self, i: int, branch: Tensor) -> Tensor:
         return branch * self.scales[i] if len(self.scales) else branch
 
-    def _layers(self, h: Tensor, edge_index: Tensor, mask: Tensor) -> Tensor:
-        """The ``num_layers`` layers on tokens ``h`` [N, L, d] (see the class docstring)."""
+    def _layers(
+        self, h: Tensor, edge_index: Tensor, mask: Tensor, *, stop: int | None = None
+    ) -> Tensor:
+        """The ``num_layers`` layers on tokens ``h`` [N, L, d] (see the class docstring); with
+        ``stop=k``, the tokens that layer k's FIMPConv reads (its input, after the pre-norm)."""
         if self.block == "plain":
             for i, conv in enumerate(self.convs):
+                if i == stop:
+                    return h
                 h = conv(h, edge_index, token_mask=mask)
                 if i < len(self.convs) - 1:
                     h = self.dropout(self.act(self.norms[i](h)))
             return h
         k = 0
         for i, conv in enumerate(self.convs):
-            h = h + self._scaled(
-                k, self.dropout(conv(self.norms[i](h), edge_index, token_mask=mask))
-            )
+            z = self.norms[i](h)
+            if i == stop:
+                return z
+            h = h + self._scaled(k, self.dropout(conv(z, edge_index, token_mask=mask)))
             k += 1
             if self.ffns:
                 h = h + self._scaled(k, self.dropout(self.ffns[i](h)))
                 k += 1
         return self.final_norm(h)
+
+    def conv_inputs(
+        self, tokens: Tensor, edge_index: Tensor, token_mask: Tensor, layer: int
+    ) -> tuple[Tensor, Tensor]:
+        """``(h [N, L', d], mask [N, L'])``: exactly what ``convs[layer]`` reads in
+        :meth:`forward` for these tokenizer outputs (``L' = 1`` with ``pool_tokens``). Used by
+        :func:`fimp.interpret.attention_maps`."""
+        if not 0 <= layer < len(self.convs):
+            raise ConfigError(f"layer must be in [0, {len(self.convs)}), got {layer}")
+        if self.pool_tokens:
+            node_mask = token_mask.any(dim=1, keepdim=True)
+            pooled = masked_mean(tokens, token_mask).unsqueeze(1)
+            return self._layers(pooled, edge_index, node_mask, stop=layer), node_mask
+        return self._layers(tokens, edge_index, token_mask, stop=layer), token_mask
 
     def _tokenizer_kwargs(self, data: Data, given: dict[str, Any]) -> dict[str, Any]:
         if self.tokenizer is None:

@@ -8,6 +8,30 @@ from torch import Tensor
 from fimp.errors import GraphError, NonFiniteError, ShapeError
 
 
+def check_finite(x: Tensor, name: str) -> None:
+    """``x`` must hold no NaN/inf (:class:`NonFiniteError` naming the first bad rows)."""
+    # one cheap reduction first; the element-wise check only runs when the sum is not finite
+    # (NaN/inf propagate into the sum; an overflowing sum of finite values is re-checked exactly)
+    if not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):
+        bad = (~torch.isfinite(x)).flatten(1).any(1).nonzero().flatten()
+        raise NonFiniteError(
+            f"{name} contains NaN or inf in {bad.numel()} row(s) (first: {bad[:5].tolist()}); "
+            "fix the input features or the tokenizer (e.g. impute or drop those nodes)"
+        )
+
+
+def check_dtype(x: Tensor, module: torch.nn.Module, *, name: str = "x") -> None:
+    """``x`` must have the floating dtype of ``module``'s parameters (outside autocast, where
+    torch itself casts): :class:`ShapeError` naming both dtypes and the fix otherwise."""
+    param = next(module.parameters(), None)
+    if param is None or x.dtype == param.dtype or torch.is_autocast_enabled(x.device.type):
+        return
+    raise ShapeError(
+        f"{name} is {x.dtype} but {type(module).__name__}'s weights are {param.dtype}; cast the "
+        f"input (x.to({param.dtype})) or the module (module.to({x.dtype}))"
+    )
+
+
 def check_tokens(x: Tensor, dim: int, *, name: str = "x") -> None:
     """``x`` must be a finite floating tensor [N, L, dim] with N >= 1 and L >= 1."""
     if not isinstance(x, Tensor):
@@ -29,14 +53,7 @@ def check_tokens(x: Tensor, dim: int, *, name: str = "x") -> None:
         raise ShapeError(
             f"{name} has zero tokens per node: every node needs at least one token slot"
         )
-    # one cheap reduction first; the element-wise check only runs when the sum is not finite
-    # (NaN/inf propagate into the sum; an overflowing sum of finite values is re-checked exactly)
-    if not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):
-        bad = (~torch.isfinite(x)).flatten(1).any(1).nonzero().flatten()
-        raise NonFiniteError(
-            f"{name} contains NaN or inf in {bad.numel()} node(s) (first: {bad[:5].tolist()}); "
-            "fix the input features or the tokenizer (e.g. impute or drop those nodes)"
-        )
+    check_finite(x, name)
 
 
 def check_token_mask(

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fimp.errors import ConfigError, ShapeError
-from fimp.nn._checks import check_token_mask
+from fimp.nn._checks import check_dtype, check_finite, check_token_mask
 from fimp.nn.message import MessageCreator, State
 
 
@@ -39,6 +39,10 @@ class CrossAttention(MessageCreator):
         heads: number of heads h; ``dim`` must be divisible by ``heads``.
         bias: whether the four projections carry a bias.
         dropout: dropout on the attention probabilities (training only).
+
+    ``forward`` refuses NaN/inf inputs (:class:`~fimp.errors.NonFiniteError`) and inputs whose
+    dtype differs from the weights' outside autocast (:class:`~fimp.errors.ShapeError`), on the
+    fused and the ``return_attention`` path alike.
 
     Shapes:
         - query: [B, L_q, d], key_value: [B, L_k, d]
@@ -130,6 +134,10 @@ class CrossAttention(MessageCreator):
             if not isinstance(t, Tensor) or t.dim() != 3 or t.size(-1) != self.dim:
                 shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
                 raise ShapeError(f"{name} must have shape [B, L, {self.dim}], got {shape}")
+            if not t.is_floating_point():
+                raise ShapeError(f"{name} must be a floating tensor, got {t.dtype}; call .float()")
+            check_dtype(t, self, name=name)
+            check_finite(t, name)
         if query.size(0) != key_value.size(0):
             raise ShapeError(
                 f"query and key_value must have the same batch size, got {query.size(0)} and "

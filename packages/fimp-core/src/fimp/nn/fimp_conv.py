@@ -11,7 +11,7 @@ from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
 
 from fimp.errors import ConfigError
-from fimp.nn._checks import check_edge_index, check_token_mask, check_tokens
+from fimp.nn._checks import check_dtype, check_edge_index, check_token_mask, check_tokens
 from fimp.nn.cross_attention import CrossAttention
 from fimp.nn.message import MessageCreator, State
 
@@ -237,6 +237,7 @@ class FIMPConv(nn.Module):
         return_attention_weights: bool = False,
     ) -> Tensor | tuple[Tensor, tuple[Tensor, Tensor]]:
         check_tokens(x, self.dim)
+        check_dtype(x, self)
         n, length, _ = x.shape
         check_edge_index(edge_index, n)
         token_mask = check_token_mask(token_mask, n, length)

@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 from fimp.errors import CheckpointError, ConfigError, ShapeError
 from fimp.models.registry import register_model
+from fimp.pretrained._files import read_safetensors, read_torch_weights
 from fimp.pretrained.two_stream import (
     FeedForward,
     Freeze,
@@ -273,23 +274,9 @@ def read_bert_state_dict(path: str | Path) -> tuple[dict[str, Any], dict[str, Te
         raise CheckpointError(f"{cfg_path} is not valid JSON: {err}") from err
     st, pt = path / "model.safetensors", path / "pytorch_model.bin"
     if st.is_file():
-        try:
-            from safetensors.torch import load_file
-        except ImportError as err:  # pragma: no cover
-            raise ConfigError(
-                "reading model.safetensors needs safetensors: pip install 'fimp-core[safetensors]'"
-            ) from err
-        try:
-            sd = load_file(str(st))
-        except Exception as err:
-            raise CheckpointError(f"cannot read {st}: {err}") from err
+        sd = read_safetensors(st)
     elif pt.is_file():
-        try:
-            sd = torch.load(pt, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise CheckpointError(
-                f"cannot read {pt} with torch.load(weights_only=True): {err}"
-            ) from err
+        sd = read_torch_weights(pt)
     else:
         raise CheckpointError(f"{path} holds neither model.safetensors nor pytorch_model.bin")
     sd = {k.removeprefix("bert."): v for k, v in sd.items()}

@@ -47,7 +47,7 @@ from torch import Tensor, nn
 
 from fimp.errors import CheckpointError, ConfigError, ShapeError
 from fimp.models import FIMP, register_model
-from fimp.pretrained._files import sha256_of
+from fimp.pretrained._files import read_safetensors, read_torch_weights, sha256_of
 from fimp.pretrained.two_stream import (
     FeedForward,
     PretrainedComponents,
@@ -195,21 +195,10 @@ def _read_config(root: Path) -> dict[str, Any]:
 def _load_weights(root: Path) -> tuple[dict[str, Tensor], Path]:
     bin_file, st_file = root / "pytorch_model.bin", root / "model.safetensors"
     if bin_file.is_file():
-        try:
-            raw = torch.load(bin_file, map_location="cpu", weights_only=True)
-        except Exception as exc:  # foreign pickles are refused by weights_only
-            raise CheckpointError(
-                f"{bin_file} could not be read with torch.load(weights_only=True): {exc}"
-            ) from exc
+        raw = read_torch_weights(bin_file)
         path = bin_file
     elif st_file.is_file():
-        try:
-            from safetensors.torch import load_file
-        except ImportError as exc:  # pragma: no cover - optional dependency
-            raise CheckpointError(
-                f"{st_file} needs the safetensors package: pip install 'fimp-core[safetensors]'"
-            ) from exc
-        raw = load_file(str(st_file))
+        raw = read_safetensors(st_file)
         path = st_file
     else:
         raise CheckpointError(

