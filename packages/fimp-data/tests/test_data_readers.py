@@ -49,7 +49,8 @@ def test_read_h5ad_obsm_layer_labels(tmp_path):
     a.write_h5ad(tmp_path / "a.h5ad")
     d = read_h5ad(tmp_path / "a.h5ad", label_key="cluster", group_key="slide")
     assert d.x.dtype == torch.float32 and d.x.shape == (6, 4)
-    np.testing.assert_allclose(d.x.numpy(), a.X.toarray(), rtol=1e-6)
+    assert d.x.layout == torch.sparse_coo  # X is stored sparse: x stays sparse
+    np.testing.assert_allclose(d.x.to_dense().numpy(), a.X.toarray(), rtol=1e-6)
     np.testing.assert_allclose(d.pos.numpy(), a.obsm["spatial"].astype(np.float32))
     assert d.label_names == ["b", "a", "c"]  # categorical order kept
     assert d.y.tolist() == [0, 1, 0, 2, 1, 0] and d.y.dtype == torch.long

@@ -117,6 +117,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 "(register your own with fimp_data.register_local)"
             )
     check_out_dir(args.out)
+    overrides = {"max_epochs": args.max_epochs, "tuning_budget": args.tuning_budget}
+    get_preset(args.preset, **overrides)  # bad values fail before any work
     seeds = parse_seeds(args.seeds) if args.seeds else list(get_preset(args.preset).seeds)
     device = resolve_device(args.device)
     ctx = init_from_env(device)
@@ -134,6 +136,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         ctx=ctx,
         force=args.force,
+        data_root=args.data_root,
+        download=not args.no_download,
+        overrides=overrides,
     )
     if ctx.is_main:
         print()
@@ -220,7 +225,41 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="task (e.g. spatial-expression) or family (spatial, fmri, image)",
     )
-    r.add_argument("--dataset", default=None, help="dataset name (default: the preset's dataset)")
+    r.add_argument(
+        "--dataset",
+        default=None,
+        help="dataset name from `fimp-bench list datasets`, including your own "
+        "(fimp_data.register_local or FIMP_DATA_REGISTRY); default: the preset's dataset",
+    )
+    r.add_argument(
+        "--data-root",
+        default=None,
+        metavar="DIR",
+        help="folder holding the dataset's files: for user-supplied datasets (fmri-ukb, "
+        "image-mapillary; layout in their registry description), or a folder to use instead "
+        "of the cache for downloaded ones (default: the fimp-data cache, $FIMP_DATA_DIR)",
+    )
+    r.add_argument(
+        "--no-download",
+        action="store_true",
+        help="never download: fail if a registered dataset's files are not cached yet "
+        "(default: download missing files, verified by sha256, into the cache)",
+    )
+    r.add_argument(
+        "--max-epochs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="override the preset's epochs per trial (e.g. a short end-to-end check of "
+        "--preset full); recorded in task_info.training.overrides",
+    )
+    r.add_argument(
+        "--tuning-budget",
+        type=int,
+        default=None,
+        metavar="N",
+        help="override the preset's grid points per model; recorded likewise",
+    )
     r.add_argument(
         "--model",
         action="append",

@@ -51,8 +51,16 @@ def _protocol(record: dict[str, Any]) -> str:
     if not t:
         return "not recorded"
     if t["min_epochs"] >= t["max_epochs"]:
-        return f"{t['max_epochs']} ep, no early stop"
-    return f"{t['min_epochs']}-{t['max_epochs']} ep, patience {t['patience']}"
+        text = f"{t['max_epochs']} ep, no early stop"
+    else:
+        text = f"{t['min_epochs']}-{t['max_epochs']} ep, patience {t['patience']}"
+    if t.get("overrides"):  # fimp-bench run --max-epochs / --tuning-budget
+        text += (
+            " (preset overridden: "
+            + ", ".join(f"{k}={v}" for k, v in sorted(t["overrides"].items()))
+            + ")"
+        )
+    return text
 
 
 def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

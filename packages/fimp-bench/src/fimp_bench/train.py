@@ -456,6 +456,7 @@ def build_record(
                 "patience": prep.preset.patience,
                 "batch_size": prep.preset.batch_size,
                 "optimizer": "AdamW",
+                **({"overrides": dict(prep.preset.overrides)} if prep.preset.overrides else {}),
             },
         },
     }
@@ -525,13 +526,19 @@ def run_benchmark(
     progress: bool = True,
     ctx: DistContext | None = None,
     data=None,
+    data_root: str | None = None,
+    download: bool = True,
+    overrides: dict[str, int | None] | None = None,
     force: bool = False,
 ) -> list[dict[str, Any]]:
     """Run every (task, model, seed); write records under ``out`` (rank 0 only); return them.
 
     The tuning grid (``tuning_budget`` points) is searched on the first seed of ``seeds``; the
     selected configuration is then trained on every other seed (recorded in ``tuning``).
-    ``models=None`` runs each task's default models.
+    ``models=None`` runs each task's default models. Each task's dataset is loaded once (from
+    ``data_root`` if given; missing registered files downloaded unless ``download=False``) and
+    shared by its seeds. ``overrides`` (``max_epochs``, ``tuning_budget``) replace preset fields
+    for this run (see :func:`fimp_bench.tasks.get_preset`); the records list them.
 
     Resume: a (task, model, seed) whose record already exists under ``out`` with the same
     :func:`run_hash` is skipped (said on stderr) and its record reused (also its tuning choice
@@ -546,17 +553,20 @@ def run_benchmark(
 
     ctx = ctx or DistContext()
     dev = resolve_device(device)
-    pre = get_preset(preset)
+    pre = get_preset(preset, **(overrides or {}))
     records: list[dict[str, Any]] = []
     for task in tasks:
         names = list(models) if models else list(task.default_models)
         specs = [get_model(n) for n in names]
+        task_data = data
+        if task_data is None:
+            task_data, _ = task.load_data(pre, dataset, root=data_root, download=download)
         chosen: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
         seed_bar = tqdm(
             seeds, desc=f"{task.name} seeds", disable=not (progress and ctx.is_main), unit="seed"
         )
         for seed in seed_bar:
-            prep = task.prepare(seed=seed, preset=pre, dataset=dataset, data=data, fill=fill)
+            prep = task.prepare(seed=seed, preset=pre, dataset=dataset, data=task_data, fill=fill)
             for spec in specs:
                 seed_bar.set_postfix(model=spec.name)
                 rhash = run_hash(prep, spec, bf16=bf16)

@@ -210,7 +210,10 @@ def load(
 
         - ``x``: raw features, float32 ``[N, F]``: expression per gene, BOLD per time point, or
           for images RGB in [0, 1] flattened channel-first with ``image_shape = (3, H, W)``;
-          values as the source stores them (no normalisation).
+          values as the source stores them (no normalisation). Dense, except where the file
+          stores the matrix sparse (e.g. the Slide-seqV2 ``.h5ad``): then ``x`` is a coalesced
+          ``torch.sparse_coo_tensor`` (``x.layout == torch.sparse_coo``, see
+          :func:`fimp_data.read_h5ad`); ``x.to_dense()`` gives the dense tensor.
         - ``pos``: float32 ``[N, 2|3]`` (tissue / array coordinates, region centres, or
           (lat, lon) degrees for images).
         - ``y``: long ``[N]`` with ``label_names`` (list[str]); absent when unlabelled.

@@ -26,13 +26,22 @@ from torch_geometric.data import Data
 
 from fimp_data.errors import DataFileNotFoundError, MissingKeyError, NonFiniteError, ShapeError
 
-__all__ = ["load_fmri_gw", "load_fmri_hcp", "load_image_georelief", "load_spatial_cscc"]
+__all__ = [
+    "load_fmri_fsa4",
+    "load_fmri_gw",
+    "load_fmri_hcp",
+    "load_image_georelief",
+    "load_spatial_cscc",
+    "load_spatial_cycif_lung",
+]
 
 #: Shipped file of each embedded dataset, relative to the ``fimp_data`` package folder.
 EMBEDDED_FILES: dict[str, str] = {
     "spatial-cscc": "embedded/spatial_cscc.npz",
+    "spatial-cycif-lung": "embedded/spatial_cycif_lung.npz",
     "fmri-hcp": "embedded/fmri_hcp.npz",
     "fmri-gw": "embedded/fmri_gw.npz",
+    "fmri-fsa4": "embedded/fmri_fsa4.npz",
     "image-georelief": "embedded/image_georelief.npz",
 }
 
@@ -128,6 +137,73 @@ def load_spatial_cscc(path: str | os.PathLike[str] | None = None) -> Data:
     )
 
 
+def load_spatial_cycif_lung(path: str | os.PathLike[str] | None = None) -> Data:
+    """Human lung adenocarcinoma, single cells by cyclic immunofluorescence (CyCIF): the MCMICRO
+    exemplar-001 as shipped in ``scimap`` 2.4.1 (its example data set).
+
+    Returns a ``Data`` with
+
+    - ``x`` [11201, 9] float32: raw per-cell mean intensity of each protein marker (not log,
+      not rescaled; the benchmark tasks take log1p), columns in ``feature_names``
+      (ELANE, CD57, CD45, CD11B, SMA, CD16, ECAD, FOXP3, NCAM);
+    - ``pos`` [11201, 2] float32: cell centroids (x, y) in pixels of the stitched image;
+    - ``y`` [11201] long: cell type index into ``label_names`` (8 phenotypes, sorted names,
+      incl. ``"Unknown"``). The phenotypes were assigned by scimap's gating workflow from these
+      same 9 markers (``gates_log1p`` [9] are the manual gates on the log1p scale), so cell
+      type from a cell's own markers is close to a lookup;
+    - ``roi`` [11201] long: hand-drawn region index into ``roi_names`` (``Other``, ``ROI1``,
+      ``ROI2``);
+    - ``morphology`` [11201, 7] float32 with ``morphology_names`` (area, axis lengths,
+      eccentricity, solidity, extent, orientation of the segmented cell);
+    - ``node_ids``: MCMICRO cell ids (``str`` of ``CellID``).
+
+    ``path`` defaults to the file shipped in the wheel.
+    """
+    a = _read_npz(
+        path,
+        "spatial-cycif-lung",
+        (
+            "X",
+            "marker_names",
+            "gates_log1p",
+            "cell_ids",
+            "centroid",
+            "morphology",
+            "morphology_names",
+            "phenotype",
+            "phenotype_names",
+            "roi",
+            "roi_names",
+        ),
+    )
+    x = a["X"]
+    n = x.shape[0] if x.ndim == 2 else -1
+    per_cell = ("cell_ids", "centroid", "morphology", "phenotype", "roi")
+    if (
+        x.ndim != 2
+        or x.shape[1] != len(a["marker_names"])
+        or not all(len(a[k]) == n for k in per_cell)
+        or a["centroid"].shape != (n, 2)
+    ):
+        raise ShapeError(
+            f"spatial-cycif-lung file has inconsistent shapes (X {x.shape}); rebuild it"
+        )
+    return Data(
+        x=torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+        pos=torch.from_numpy(np.ascontiguousarray(a["centroid"], dtype=np.float32)),
+        y=torch.from_numpy(a["phenotype"].astype(np.int64)),
+        roi=torch.from_numpy(a["roi"].astype(np.int64)),
+        morphology=torch.from_numpy(np.ascontiguousarray(a["morphology"], dtype=np.float32)),
+        gates_log1p=torch.from_numpy(a["gates_log1p"].astype(np.float32)),
+        feature_names=_strings(a["marker_names"]),
+        label_names=_strings(a["phenotype_names"]),
+        roi_names=_strings(a["roi_names"]),
+        morphology_names=_strings(a["morphology_names"]),
+        node_ids=[str(i) for i in a["cell_ids"].tolist()],
+        dataset="spatial-cycif-lung",
+    )
+
+
 def _load_fmri(path: str | os.PathLike[str] | None, name: str) -> list[Data]:
     a = _read_npz(path, name, ("bold", "subject_ids", "region_names", "region_centers", "tr"))
     bold = a["bold"]
@@ -179,6 +255,75 @@ def load_fmri_gw(path: str | os.PathLike[str] | None = None) -> list[Data]:
     repetition time is not stated by the source, so ``tr`` is NaN.
     """
     return _load_fmri(path, "fmri-gw")
+
+
+def load_fmri_fsa4(path: str | os.PathLike[str] | None = None, *, segments: int = 3) -> list[Data]:
+    """Vertex-level resting-state BOLD on the cortical surface (fsaverage4 mesh, both
+    hemispheres), from the ``brainspace`` 0.3.0 tutorial run ``sub-010188_ses-02_task-rest_acq-
+    AP_run-01`` (one subject, one run: brainspace does not document its origin).
+
+    The run's 652 time points are cut into ``segments`` consecutive, non-overlapping segments of
+    ``652 // segments`` TRs (the remainder at the end is dropped); each segment is one ``Data``
+    with ``group`` = ``"sub-010188/seg-<k>"`` (k = 1..segments), so a split by group holds out
+    TIME of the same brain, not subjects. Each ``Data`` has
+
+    - ``x`` [4687, 652 // segments] float32: BOLD per cortical vertex (demeaned per vertex over
+      the whole run in the source; stored as float16, absolute error < 0.002);
+    - ``pos`` [4687, 3] float32: pial-surface coordinates (fsaverage space, mm);
+    - ``edge_index`` [2, 27844] long: the fsaverage4 mesh edges between cortical vertices, both
+      directions, sorted by target, none across hemispheres (degree 3-6);
+    - ``hemisphere`` [4687] long (0 = lh, 1 = rh), ``node_ids`` ``"lh_<v>"`` / ``"rh_<v>"`` with
+      ``v`` the fsaverage5 (= fsaverage4) vertex index; ``tr`` = 1.0 s as written in the
+      source ``.mgz`` header; ``segment_start`` (first TR of the segment).
+
+    The medial wall (constant in the source) is left out: 2,341 left + 2,346 right vertices.
+    ``path`` defaults to the file shipped in the wheel.
+    """
+    a = _read_npz(
+        path,
+        "fmri-fsa4",
+        ("bold", "pos", "hemisphere", "hemisphere_names", "fsa5_vertex", "edge_index", "subject"),
+    )
+    bold, n = a["bold"], a["pos"].shape[0]
+    ei = a["edge_index"]
+    if (
+        bold.ndim != 2
+        or bold.shape[0] != n
+        or a["pos"].shape != (n, 3)
+        or len(a["hemisphere"]) != n
+        or len(a["fsa5_vertex"]) != n
+        or ei.ndim != 2
+        or ei.shape[0] != 2
+        or (ei.size and (ei.min() < 0 or ei.max() >= n))
+    ):
+        raise ShapeError(f"fmri-fsa4 file has inconsistent shapes (bold {bold.shape}); rebuild it")
+    if not isinstance(segments, int) or segments < 1 or bold.shape[1] // segments < 1:
+        raise ValueError(f"segments must be an int in 1..{bold.shape[1]}, got {segments!r}")
+    length = bold.shape[1] // segments
+    names = _strings(a["hemisphere_names"])
+    hemi = a["hemisphere"].astype(np.int64)
+    node_ids = [f"{names[h]}_{v}" for h, v in zip(hemi.tolist(), a["fsa5_vertex"].tolist())]
+    pos = torch.from_numpy(np.ascontiguousarray(a["pos"], dtype=np.float32))
+    edge_index = torch.from_numpy(ei.astype(np.int64))
+    subject = str(a["subject"])
+    graphs = []
+    for k in range(segments):
+        start = k * length
+        x = np.ascontiguousarray(bold[:, start : start + length], dtype=np.float32)
+        graphs.append(
+            Data(
+                x=torch.from_numpy(x),
+                pos=pos.clone(),
+                edge_index=edge_index.clone(),
+                hemisphere=torch.from_numpy(hemi.copy()),
+                node_ids=list(node_ids),
+                group=f"{subject}/seg-{k + 1}",
+                segment_start=start,
+                tr=1.0,
+                dataset="fmri-fsa4",
+            )
+        )
+    return graphs
 
 
 def load_image_georelief(path: str | os.PathLike[str] | None = None) -> Data:

@@ -11,15 +11,63 @@ from fimp_bench import _data
 from fimp_bench.errors import BenchConfigError
 
 
-def to_numpy(t) -> np.ndarray:
+def is_sparse(t) -> bool:
+    """Whether ``t`` is a sparse matrix: a torch sparse tensor (COO, as fimp_data gives for a
+    sparse ``.h5ad``, or CSR) or a scipy sparse matrix."""
     if isinstance(t, torch.Tensor):
+        return t.layout != torch.strided
+    import scipy.sparse as sp
+
+    return sp.issparse(t)
+
+
+def to_numpy(t) -> np.ndarray:
+    """A dense ndarray (a sparse matrix is densified: use :func:`sparse_csr` to avoid that)."""
+    if isinstance(t, torch.Tensor):
+        if t.layout != torch.strided:
+            t = t.to_dense()
         return t.detach().cpu().numpy()
+    if is_sparse(t):
+        return t.toarray()
     return np.asarray(t)
+
+
+def sparse_csr(t):
+    """A scipy CSR matrix of a sparse ``t`` (torch COO/CSR tensor or scipy matrix), sharing the
+    values where the layout allows; ``None`` when ``t`` is dense."""
+    if not is_sparse(t):
+        return None
+    import scipy.sparse as sp
+
+    if not isinstance(t, torch.Tensor):
+        return sp.csr_matrix(t)
+    t = t.detach().cpu()
+    n, f = t.shape
+    if t.layout == torch.sparse_csr:
+        parts = (t.values().numpy(), t.col_indices().numpy(), t.crow_indices().numpy())
+        return sp.csr_matrix(parts, shape=(n, f))
+    if t.layout != torch.sparse_coo:
+        raise BenchConfigError(f"unsupported sparse layout {t.layout} of node features")
+    t = t.coalesce()  # row-major sorted, no duplicates (a no-op for fimp_data's tensors)
+    rows, cols = t.indices().numpy()
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+    return sp.csr_matrix((t.values().numpy(), cols, indptr), shape=(n, f))
+
+
+def take_rows(value: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``value[index]`` along dim 0, for dense and sparse (COO/CSR) tensors alike."""
+    if value.layout == torch.strided:
+        return value[index]
+    if value.layout == torch.sparse_csr:
+        value = value.to_sparse_coo()
+    return value.index_select(0, index).coalesce()
 
 
 def central_subset(data: Data, max_nodes: int | None) -> Data:
     """The induced subgraph on the ``max_nodes`` nodes nearest the centroid of ``pos``
-    (all nodes when ``max_nodes`` is None or not smaller than N). Used by the smoke preset."""
+    (all nodes when ``max_nodes`` is None or not smaller than N). Used by the smoke preset.
+    Sparse node features (``x`` of a sparse ``.h5ad``) stay sparse."""
     n = data.num_nodes
     if max_nodes is None or max_nodes >= n:
         return data
@@ -32,7 +80,7 @@ def central_subset(data: Data, max_nodes: int | None) -> Data:
         if key == "edge_index":
             continue
         if isinstance(value, torch.Tensor) and value.dim() > 0 and value.size(0) == n:
-            out[key] = value[keep_t]
+            out[key] = take_rows(value, keep_t)
         else:
             out[key] = value
     ei, _ = subgraph(keep_t, data.edge_index, relabel_nodes=True, num_nodes=n)

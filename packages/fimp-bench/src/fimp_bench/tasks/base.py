@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -31,7 +32,10 @@ class Preset:
             (the same for every model); ``seeds``: default seeds; ``min_epochs``: early stopping
             cannot stop before this many epochs (models that start on a plateau, such as the
             token models, are not cut off by validation noise in their first epochs);
-            ``batch_size``: graphs per step for graph-level tasks.
+            ``batch_size``: graphs per step for graph-level tasks; ``overrides``: the values a
+            user replaced for one run (``fimp-bench run --max-epochs / --tuning-budget``, see
+            :func:`get_preset`), as ``(field, value)`` pairs; recorded in every record's
+            ``task_info.training.overrides`` and shown in the leaderboards' epochs column.
     """
 
     name: str
@@ -41,6 +45,7 @@ class Preset:
     seeds: tuple[int, ...]
     batch_size: int = 8
     min_epochs: int = 0
+    overrides: tuple[tuple[str, int], ...] = ()
 
 
 PRESETS: dict[str, Preset] = {
@@ -62,11 +67,34 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def get_preset(name: str) -> Preset:
-    """The :class:`Preset` called ``name`` (``quick``, ``full`` or ``smoke``)."""
+#: Preset fields a user may override for one run.
+OVERRIDABLE = ("max_epochs", "tuning_budget")
+
+
+def get_preset(name: str, **overrides: int | None) -> Preset:
+    """The :class:`Preset` called ``name`` (``quick``, ``full`` or ``smoke``).
+
+    ``overrides`` replace fields for one run (``max_epochs``, ``tuning_budget``; ``None`` =
+    keep the preset's), e.g. a short end-to-end check of the full preset on a small machine.
+    The preset keeps its name and data (``full`` still reads the paper-scale dataset and panel)
+    and lists the overrides in ``overrides``; ``min_epochs`` is capped at ``max_epochs``.
+    """
     if name not in PRESETS:
         raise UnknownNameError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
-    return PRESETS[name]
+    given = {k: v for k, v in overrides.items() if v is not None}
+    unknown = sorted(set(given) - set(OVERRIDABLE))
+    if unknown:
+        raise BenchConfigError(
+            f"preset fields {unknown} cannot be overridden; overridable: {', '.join(OVERRIDABLE)}"
+        )
+    for key, value in given.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise BenchConfigError(f"{key} must be a positive integer, got {value!r}")
+    preset = PRESETS[name]
+    if not given:
+        return preset
+    changed = dataclasses.replace(preset, **given, overrides=tuple(sorted(given.items())))
+    return dataclasses.replace(changed, min_epochs=min(changed.min_epochs, changed.max_epochs))
 
 
 @dataclass
@@ -150,13 +178,20 @@ class Task(ABC):
         return dataset or self.default_dataset.get(preset) or self.default_dataset["quick"]
 
     def load_data(
-        self, preset: Preset, dataset: str | None = None, data: Data | list[Data] | None = None
+        self,
+        preset: Preset,
+        dataset: str | None = None,
+        data: Data | list[Data] | None = None,
+        *,
+        root: str | None = None,
+        download: bool = True,
     ) -> tuple[Data | list[Data], str]:
         """``(data, name)``: the preset's dataset (``dataset`` overrides it), loaded through
-        fimp_data, or the ``data`` a caller passed, named by its ``dataset`` attribute."""
+        fimp_data (``root`` and ``download`` as in :func:`fimp_bench._data.load_dataset`), or the
+        ``data`` a caller passed, named by its ``dataset`` attribute."""
         name = self.dataset_for(preset.name, dataset)
         if data is None:
-            return _data.load_dataset(name), name
+            return _data.load_dataset(name, root=root, download=download), name
         first = data[0] if isinstance(data, list) and data else data
         return data, str(getattr(first, "dataset", None) or "user-data")
 
