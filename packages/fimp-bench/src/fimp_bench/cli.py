@@ -105,7 +105,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     tasks = resolve_tasks(args.task)
     models = [m for spec in args.model or [] for m in spec.split(",") if m] or None
     for m in models or []:
-        get_model(m)  # unknown names fail before any work, listing the valid ones
+        if m not in ("default", "ablations"):
+            get_model(m)  # unknown names fail before any work, listing the valid ones
     if args.dataset is not None:
         from fimp_bench._data import list_datasets
 
@@ -263,7 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--model",
         action="append",
-        help="model name(s), repeat or comma-separate (default: the task's default models)",
+        help="model name(s), repeat or comma-separate; 'default' = the task's default models "
+        "(the default), 'ablations' = its ablations (fimp-base-plain, -nomsg, -pooled, "
+        "*-tokenmean), e.g. --model default,ablations",
     )
     r.add_argument(
         "--seeds",

@@ -462,6 +462,18 @@ def build_record(
     }
 
 
+def expand_model_names(task, models: list[str] | None) -> list[str]:
+    """Model names for ``task``: ``None`` = its default models; the aliases ``default`` and
+    ``ablations`` expand to the task's default / ablation models (duplicates dropped)."""
+    out: list[str] = []
+    for name in models or ["default"]:
+        group = {"default": task.default_models, "ablations": task.ablation_models}.get(name)
+        for n in group if group is not None else (name,):
+            if n not in out:
+                out.append(n)
+    return out
+
+
 def run_hash(prep: PreparedTask, spec: ModelSpec, *, bf16: bool = False) -> str:
     """sha256 (16 hex) of everything that decides a (task, model, seed) run besides the seed:
     task + version, dataset + checksum, split id, preset budget, fill, the model's defaults and
@@ -556,7 +568,7 @@ def run_benchmark(
     pre = get_preset(preset, **(overrides or {}))
     records: list[dict[str, Any]] = []
     for task in tasks:
-        names = list(models) if models else list(task.default_models)
+        names = expand_model_names(task, models)
         specs = [get_model(n) for n in names]
         task_data = data
         if task_data is None:

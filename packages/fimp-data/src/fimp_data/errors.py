@@ -63,3 +63,8 @@ class GraphBuildError(FIMPDataError, ValueError):
 
 class SplitError(FIMPDataError, ValueError):
     """Split arguments are invalid, or a saved split does not match the dataset."""
+
+
+class CorruptFileError(FIMPDataError, ValueError):
+    """A data file exists but cannot be parsed: empty, truncated, a directory, or another format.
+    The message names the file, what looks wrong and the fix."""

@@ -188,6 +188,7 @@ class ImageZeroShot(_ImageBase):
     fractions = (0.75, 0.0, 0.25)
     #: no training, so no need to shrink: the probe reads embeddings of the full 3x32x32 images
     pool: ClassVar[dict[str, int]] = {"quick": 1, "full": 1, "smoke": 1}
+    ablation_models = ()  # zero-shot: nothing trains, so nothing to ablate
     default_models = (
         "majority",
         "mlp",
@@ -213,6 +214,7 @@ class ImageZeroShotRandom(ImageZeroShot):
     version = "1.0"
     split_kind = "random"
     default_models = ("majority", "mlp", "gcn", "fimp-base")
+    ablation_models = ()
     description = (
         "image-zeroshot with the paper's random 75/25 probe split, kept only to reproduce the "
         "paper's protocol: it leaks location (neighbouring images share a country, so an "

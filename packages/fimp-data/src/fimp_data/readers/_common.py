@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -9,7 +10,35 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataFileNotFoundError, DuplicateIdError, EmptySelectionError, NonFiniteError
+from ..errors import (
+    CorruptFileError,
+    DataFileNotFoundError,
+    DuplicateIdError,
+    EmptySelectionError,
+    FIMPDataError,
+    NonFiniteError,
+)
+
+
+@contextlib.contextmanager
+def parsing(path: Path, what: str):
+    """Turn any failure of a third-party parser (h5py, numpy, pandas, nibabel, PIL) on ``path``
+    into one :class:`CorruptFileError` naming the file and what looks wrong."""
+    try:
+        yield
+    except FIMPDataError:
+        raise
+    except Exception as err:  # the parsers raise OSError, ValueError, KeyError, EOFError, ...
+        if path.is_dir():
+            why = "it is a directory, not a file"
+        elif path.stat().st_size == 0:
+            why = "the file is empty (0 bytes)"
+        else:
+            why = f"{path.stat().st_size:,} bytes: truncated, corrupt or not a {what}"
+        raise CorruptFileError(
+            f"{path}: cannot read it as a {what} ({why}; {type(err).__name__}: {err}); "
+            "re-download or re-export it"
+        ) from err
 
 
 def existing_path(path: str | os.PathLike[str], what: str) -> Path:

@@ -9,7 +9,14 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EmptySelectionError, MissingKeyError, ShapeError
-from ._common import check_finite, check_nonempty, check_unique, existing_path, make_data
+from ._common import (
+    check_finite,
+    check_nonempty,
+    check_unique,
+    existing_path,
+    make_data,
+    parsing,
+)
 
 SERIES_SUFFIXES = (".npy", ".csv", ".tsv")
 
@@ -23,7 +30,8 @@ def _read_table(path: Path) -> tuple[np.ndarray, list[str] | None]:
     import pandas as pd
 
     sep = "\t" if path.suffix == ".tsv" else ","
-    raw = pd.read_csv(path, sep=sep, header=None, dtype=str, keep_default_na=False).to_numpy()
+    with parsing(path, "numeric table"):
+        raw = pd.read_csv(path, sep=sep, header=None, dtype=str, keep_default_na=False).to_numpy()
     if raw.size == 0:
         raise EmptySelectionError(f"{path} is empty; it needs a numeric table")
     num = pd.DataFrame(raw).apply(lambda c: pd.to_numeric(c, errors="coerce")).to_numpy(np.float64)
@@ -52,7 +60,8 @@ def _read_table(path: Path) -> tuple[np.ndarray, list[str] | None]:
 
 def _read_series(path: Path) -> tuple[np.ndarray, list[str] | None]:
     if path.suffix == ".npy":
-        arr = np.load(path, allow_pickle=False)
+        with parsing(path, ".npy array"):
+            arr = np.load(path, allow_pickle=False)
         return np.asarray(arr, dtype=np.float64), None
     return _read_table(path)
 
@@ -66,12 +75,14 @@ def _read_coordinates(
     else:
         path = existing_path(coordinates, "region coordinates file")
         if path.suffix == ".npy":
-            arr, names = np.load(path, allow_pickle=False).astype(np.float64), None
+            with parsing(path, ".npy array"):
+                arr, names = np.load(path, allow_pickle=False).astype(np.float64), None
         else:
             import pandas as pd
 
             sep = "\t" if path.suffix == ".tsv" else ","
-            df = pd.read_csv(path, sep=sep)
+            with parsing(path, "coordinates table"):
+                df = pd.read_csv(path, sep=sep)
             cols = {c.lower(): c for c in df.columns}
             if all(k in cols for k in ("x", "y", "z")):
                 arr = df[[cols["x"], cols["y"], cols["z"]]].to_numpy(np.float64)
@@ -213,8 +224,10 @@ def read_nifti(
 
     bold_path = existing_path(bold, "BOLD NIfTI file")
     atlas_path = existing_path(atlas, "atlas NIfTI file")
-    bold_img = nib.load(str(bold_path))
-    atlas_img = nib.load(str(atlas_path))
+    with parsing(bold_path, "NIfTI image"):
+        bold_img = nib.load(str(bold_path))
+    with parsing(atlas_path, "NIfTI image"):
+        atlas_img = nib.load(str(atlas_path))
     if len(bold_img.shape) != 4:
         raise ShapeError(f"{bold_path.name}: BOLD must be 4-D [X, Y, Z, T], got {bold_img.shape}")
     atlas_shape = (

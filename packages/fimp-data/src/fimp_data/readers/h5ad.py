@@ -16,6 +16,7 @@ from ._common import (
     encode_labels,
     existing_path,
     make_data,
+    parsing,
 )
 
 
@@ -130,7 +131,8 @@ def read_h5ad(
     import anndata as ad
 
     path = existing_path(path, "h5ad file")
-    adata = ad.read_h5ad(path)
+    with parsing(path, ".h5ad (AnnData HDF5) file"):
+        adata = ad.read_h5ad(path)
     if layer is None:
         matrix, var_names = adata.X, adata.var_names
     elif layer == "raw" and "raw" not in adata.layers:

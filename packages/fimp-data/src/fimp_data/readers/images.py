@@ -8,7 +8,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import DataFileNotFoundError, MissingKeyError, NonFiniteError, ShapeError
-from ._common import check_nonempty, check_unique, encode_labels, existing_path, make_data
+from ._common import (
+    check_nonempty,
+    check_unique,
+    encode_labels,
+    existing_path,
+    make_data,
+    parsing,
+)
 
 
 def read_image_folder(
@@ -45,7 +52,8 @@ def read_image_folder(
     csv = existing_path(coordinates_csv, "coordinates CSV")
     import pandas as pd
 
-    df = pd.read_csv(csv, sep="\t" if csv.suffix == ".tsv" else ",")
+    with parsing(csv, "coordinates CSV"):
+        df = pd.read_csv(csv, sep="\t" if csv.suffix == ".tsv" else ",")
     need = [image_column, lat_column, lon_column] + ([label_column] if label_column else [])
     missing = [c for c in need if c not in df.columns]
     if missing:
@@ -80,7 +88,7 @@ def read_image_folder(
         size = (size, size)
     arrays = []
     for i, p in zip(ids, paths):
-        with Image.open(p) as img:
+        with parsing(p, "image"), Image.open(p) as img:
             img = img.convert("RGB")
             if size is not None:
                 img = img.resize((int(size[1]), int(size[0])), Image.Resampling.BILINEAR)
