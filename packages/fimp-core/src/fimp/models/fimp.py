@@ -13,6 +13,7 @@ from torch_geometric.data import Data
 from fimp.errors import ConfigError, ShapeError
 from fimp.models.registry import register_model
 from fimp.nn import FIMPConv, MessageCreator
+from fimp.nn._checks import check_dtype, check_tokens
 
 # tokenizer keyword -> Data attribute holding it, where the names differ
 _DATA_ALIASES = {"genes": "feature_names", "coords": "pos"}
@@ -266,6 +267,8 @@ class FIMP(nn.Module):
                     f"without a tokenizer the model takes tokens [N, L, {self.dim}], got {shape}; "
                     "pass a tokenizer from fimp.tokenizers"
                 )
+            check_tokens(x, self.dim, name="tokens")
+            check_dtype(x, self, name="tokens")
             mask = tokenizer_kwargs.get("token_mask")
             if mask is None:
                 mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)

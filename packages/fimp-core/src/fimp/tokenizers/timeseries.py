@@ -170,7 +170,7 @@ class TimeSeriesPatchTokenizer(nn.Module):
                 signal = torch.cat([signal, signal.new_full((n, p - rest), self.pad_value)], dim=1)
         if signal.shape[1] == 0:
             raise ShapeError(f"signal has T={t} time points, fewer than one patch of {p}.")
-        return signal.reshape(n, -1, p)
+        return signal.reshape(n, signal.shape[1] // p, p)  # explicit L: N may be 0
 
     def forward(
         self, signal: Tensor, coords: Tensor | None = None, *, mask: Tensor | None = None
