@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 from fimp_bench.cli import main
-from fimp_data.errors import UnknownDatasetError
 
 
 def _one_line(capsys) -> str:
@@ -41,11 +40,14 @@ def test_out_that_cannot_be_a_folder_fails_before_training(tmp_path, capsys, kin
     assert f.read_text() == "keep me"
 
 
-def test_debug_shows_the_traceback(tmp_path):
-    with pytest.raises(UnknownDatasetError):
-        from fimp_bench._data import load_dataset
+def test_out_is_not_created_by_a_run_that_fails(tmp_path, capsys):
+    out = tmp_path / "new" / "out"
+    argv = ["run", "--task", "spatial-celltype", "--dataset", "nope", "--out", str(out)]
+    assert main(argv) == 2
+    assert not (tmp_path / "new").exists()
 
-        load_dataset("nope")
+
+def test_debug_shows_the_traceback(tmp_path):
     with pytest.raises(Exception, match="unknown dataset"):
         main(
             [

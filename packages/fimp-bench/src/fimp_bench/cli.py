@@ -69,30 +69,28 @@ def summary_table(records: list[dict]) -> str:
 
 
 def check_out_dir(path: str) -> None:
-    """Fail before any work if ``path`` cannot hold results: it exists and is not a folder, or
-    it (or the folder it would be created in) is not writable. Creates it when missing."""
+    """Fail before any work if ``path`` cannot hold results: it exists and is not a folder, a
+    parent of it is a file, or the folder (or the nearest existing parent it would be created
+    in) is not writable. Creates nothing: a run that fails later leaves no empty folder."""
     import os
-    import tempfile
     from pathlib import Path
 
     from fimp_bench.errors import BenchConfigError
 
-    p = Path(path)
+    p = Path(path).absolute()
     if p.exists() and not p.is_dir():
         raise BenchConfigError(f"--out {path!r} exists and is not a folder; pass a folder path")
-    try:
-        p.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=p, prefix=".fimp-bench-write-test.")
-        os.close(fd)
-        os.unlink(probe)
-    except NotADirectoryError:
+    existing = p
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
         raise BenchConfigError(
-            f"--out {path!r}: a parent of it is a file, not a folder; pass a folder path"
-        ) from None
-    except OSError as e:
+            f"--out {path!r}: {existing} is a file, not a folder; pass a folder path"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
         raise BenchConfigError(
-            f"--out {path!r} is not writable ({e.strerror or e}); pass a folder you can write to"
-        ) from None
+            f"--out {path!r}: {existing} is not writable; pass a folder you can write to"
+        )
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
