@@ -68,31 +68,6 @@ def summary_table(records: list[dict]) -> str:
     return "\n".join(out)
 
 
-def check_out_dir(path: str) -> None:
-    """Fail before any work if ``path`` cannot hold results: it exists and is not a folder, a
-    parent of it is a file, or the folder (or the nearest existing parent it would be created
-    in) is not writable. Creates nothing: a run that fails later leaves no empty folder."""
-    import os
-    from pathlib import Path
-
-    from fimp_bench.errors import BenchConfigError
-
-    p = Path(path).absolute()
-    if p.exists() and not p.is_dir():
-        raise BenchConfigError(f"--out {path!r} exists and is not a folder; pass a folder path")
-    existing = p
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise BenchConfigError(
-            f"--out {path!r}: {existing} is a file, not a folder; pass a folder path"
-        )
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise BenchConfigError(
-            f"--out {path!r}: {existing} is not writable; pass a folder you can write to"
-        )
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
     from fimp_bench.distributed import init_from_env
     from fimp_bench.leaderboard import generate
@@ -115,6 +90,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 f"unknown dataset {args.dataset!r}; registered: {', '.join(list_datasets())} "
                 "(register your own with fimp_data.register_local)"
             )
+    from fimp_bench.records import check_out_dir
+
     check_out_dir(args.out)
     overrides = {"max_epochs": args.max_epochs, "tuning_budget": args.tuning_budget}
     get_preset(args.preset, **overrides)  # bad values fail before any work
@@ -177,6 +154,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from fimp_bench.leaderboard import check, generate
+    from fimp_bench.records import check_root_dir
+
+    check_root_dir(args.root, "--root")
 
     if args.check:
         for w in check(args.root):
@@ -189,8 +169,10 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    from fimp_bench.records import check_root_dir
     from fimp_bench.validate import validate_submission
 
+    check_root_dir(args.path, "submission path")
     report = validate_submission(
         args.path,
         min_seeds=args.min_seeds,
@@ -359,6 +341,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        if getattr(args, "debug", False):
+            raise
+        print(
+            "fimp-bench: interrupted; records already written are complete, and the same "
+            "command resumes (seeds already recorded with the same config are skipped)",
+            file=sys.stderr,
+        )
+        return 130
     except (*_typed_errors(), OSError) as e:
         if getattr(args, "debug", False):
             raise

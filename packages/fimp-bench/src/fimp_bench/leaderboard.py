@@ -326,6 +326,11 @@ def check(root: str | Path) -> list[str]:
     import matplotlib
 
     root = Path(root)
+    if not any(root.glob("*/records/*/*.json")):
+        raise LeaderboardCheckError(
+            f"{root}: no records found (expected <task>/records/<model>/seed-<n>.json), so "
+            "there is nothing to check; pass the leaderboards folder as --root"
+        )
     warnings_: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         fresh = generate(root, tmp)

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from fimp_bench.errors import RecordError
+from fimp_bench.errors import BenchConfigError, RecordError
 
 __all__ = [
     "NAME_PATTERN",
@@ -282,6 +282,37 @@ def check_name(name: Any, what: str = "name") -> str:
             f"'.', '_' and '-' only, starting with a letter or digit, e.g. {hint!r}"
         )
     return name
+
+
+def check_out_dir(path: str | Path, option: str = "--out") -> None:
+    """Fail before any work if ``path`` cannot hold results: it exists and is not a folder, a
+    parent of it is a file, or the folder (or the nearest existing parent it would be created
+    in) is not writable. Creates nothing: a run that fails later leaves no empty folder."""
+    p = Path(path).absolute()
+    if p.exists() and not p.is_dir():
+        raise BenchConfigError(
+            f"{option} {str(path)!r} exists and is not a folder; pass a folder path"
+        )
+    existing = p
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise BenchConfigError(
+            f"{option} {str(path)!r}: {existing} is a file, not a folder; pass a folder path"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise BenchConfigError(
+            f"{option} {str(path)!r}: {existing} is not writable; pass a folder you can write to"
+        )
+
+
+def check_root_dir(path: str | Path, what: str) -> None:
+    """Fail unless ``path`` is an existing folder (a records root or a submission)."""
+    p = Path(path)
+    if not p.exists():
+        raise BenchConfigError(f"{what} {str(path)!r} does not exist; pass a records folder")
+    if not p.is_dir():
+        raise BenchConfigError(f"{what} {str(path)!r} is a file, not a folder; pass a folder")
 
 
 def safe_child(root: str | os.PathLike[str], *parts: str) -> Path:
