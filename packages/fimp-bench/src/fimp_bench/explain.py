@@ -463,8 +463,11 @@ def add_explain_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
 
 def run_explain(args: argparse.Namespace) -> int:
     """Run ``explain`` from parsed CLI arguments; prints the files written. Returns 0."""
+    from fimp_bench.models import get_model
     from fimp_bench.records import check_out_dir
+    from fimp_bench.tasks import get_task
 
+    get_task(args.task), get_model(args.model)  # unknown names fail before any work
     out = args.out or Path("explain") / args.task / args.model / f"seed-{args.seed}"
     check_out_dir(out)  # before training: a bad --out must not cost minutes
     result = explain(
