@@ -140,6 +140,21 @@ def _split_line(times: dict[str, float], total: float) -> str:
     return ", ".join(f"{p} {100 * times.get(p, 0.0) / total:.0f}%" for p in PHASES if p in times)
 
 
+def _measure(step, model: torch.nn.Module | None = None) -> tuple[float, dict[str, float], float]:
+    """One instrumented ``step(ins)`` after an uninstrumented warm-up: (FLOPs, seconds per phase,
+    total seconds); "other forward" is the forward time outside the named phases."""
+    with Instrument(model) as ins:
+        step()
+        ins.flops, ins.times, ins.active = 0.0, defaultdict(float), True
+        t0 = time.perf_counter()
+        step(ins)
+        total = time.perf_counter() - t0
+    forward = ins.times.pop("forward")
+    inner = sum(v for k, v in ins.times.items() if k not in ("backward", "optimizer"))
+    ins.times["other forward"] = max(forward - inner, 0.0)
+    return ins.flops, dict(ins.times), total
+
+
 def conv_case(length: int, num_edges: int, repeats: int, peak: float) -> None:
     torch.manual_seed(0)
     n = max(num_edges // 8, 2)
@@ -147,29 +162,22 @@ def conv_case(length: int, num_edges: int, repeats: int, peak: float) -> None:
     edge_index = torch.randint(0, n, (2, num_edges))
     conv = FIMPConv(64, 4)
 
-    def step():
+    def step(ins: Instrument | None = None):
+        phase = ins.phase if ins is not None else (lambda _: contextlib.nullcontext())
         x.grad = None
         conv.zero_grad(set_to_none=True)
-        conv(x, edge_index).sum().backward()
+        with phase("forward"):
+            y = conv(x, edge_index)
+        with phase("backward"):
+            y.sum().backward()
 
     seconds = _time(step, repeats)
-    with Instrument() as ins:
-        step()
-        ins.flops, ins.times, ins.active = 0.0, defaultdict(float), True
-        t0 = time.perf_counter()
-        with ins.phase("forward"):
-            y = conv(x, edge_index)
-        with ins.phase("backward"):
-            y.sum().backward()
-        total = time.perf_counter() - t0
-    fwd = ins.times.pop("forward")
-    inner = sum(v for k, v in ins.times.items() if k != "backward")
-    ins.times["other forward"] = max(fwd - inner, 0.0)
-    rate = ins.flops / seconds
+    flops, times, total = _measure(step)
+    rate = flops / seconds
     print(
         f"FIMPConv L={length:<3d} E={num_edges:<6d} N={n:<5d} {seconds * 1e3:8.1f} ms  "
-        f"{ins.flops / 1e9:7.2f} GFLOP  {rate / 1e9:6.1f} GFLOP/s = {100 * rate / peak:5.1f}% of "
-        f"peak  | {_split_line(ins.times, total)}"
+        f"{flops / 1e9:7.2f} GFLOP  {rate / 1e9:6.1f} GFLOP/s = {100 * rate / peak:5.1f}% of "
+        f"peak  | {_split_line(times, total)}"
     )
 
 
@@ -212,20 +220,12 @@ def _task_step(task_name: str, preset):
 def task_case(task_name: str, preset, repeats: int, peak: float) -> None:
     model, step, g = _task_step(task_name, preset)
     seconds = _time(step, repeats)
-    with Instrument(model) as ins:
-        step()
-        ins.flops, ins.times, ins.active = 0.0, defaultdict(float), True
-        t0 = time.perf_counter()
-        step(ins)
-        total = time.perf_counter() - t0
-    fwd = ins.times.pop("forward")
-    inner = sum(v for k, v in ins.times.items() if k not in ("backward", "optimizer"))
-    ins.times["other forward"] = max(fwd - inner, 0.0)
-    rate = ins.flops / seconds
+    flops, times, total = _measure(step, model)
+    rate = flops / seconds
     print(
         f"{task_name:<21} N={g.num_nodes:<5d} E={g.edge_index.size(1):<6d} step "
-        f"{seconds * 1e3:7.1f} ms  {ins.flops / 1e9:6.2f} GFLOP  {rate / 1e9:5.1f} GFLOP/s = "
-        f"{100 * rate / peak:4.1f}% of peak\n    {_split_line(ins.times, total)}"
+        f"{seconds * 1e3:7.1f} ms  {flops / 1e9:6.2f} GFLOP  {rate / 1e9:5.1f} GFLOP/s = "
+        f"{100 * rate / peak:4.1f}% of peak\n    {_split_line(times, total)}"
     )
 
 
@@ -239,13 +239,14 @@ def main() -> None:
     from fimp_bench.tasks import get_preset
 
     repeats = 1 if args.smoke else args.repeats
-    peak = matmul_peak(256 if args.smoke else 2048, repeats + 2)
+    size = 256 if args.smoke else 2048
+    peak = matmul_peak(size, repeats + 2)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"{platform.processor() or platform.machine()}; median of {repeats} after a warm-up"
     )
     print(
-        f"dense fp32 matmul peak (2048^2 torch.mm, best of {repeats + 2}): {peak / 1e9:.1f} GFLOP/s\n"
+        f"dense fp32 matmul peak ({size}^2 torch.mm, best of {repeats + 2}): {peak / 1e9:.1f} GFLOP/s\n"
     )
     sizes = [(16, 512), (64, 256)] if args.smoke else [(16, 16_000), (64, 16_000), (196, 2_000)]
     for length, edges in sizes:
