@@ -107,3 +107,25 @@ def test_protocol_column():
     assert _protocol(rec(min_epochs=60, max_epochs=60, patience=12)) == "60 ep, no early stop"
     assert _protocol(rec()) == "not recorded"
     assert _protocol(rec(mode="zero-shot")) == "no training"
+
+
+def test_rows_from_two_datasets_get_a_dataset_column(board):
+    """A folder whose records come from two datasets (one model run with ``--dataset``) says which
+    dataset each row is, in the table, the CSV and the plot labels; one dataset: no column."""
+    import json
+
+    root, _ = board
+    d = root / "spatial-celltype"
+    assert "| rank | model | accuracy |" in (d / "README.md").read_text()
+    (default,) = {r["dataset"] for r in csv.DictReader((d / "results.csv").open())}
+    for p in sorted((d / "records" / "mlp").glob("seed-*.json")):
+        rec = json.loads(p.read_text())
+        rec["dataset"]["name"] = "dataset-b"
+        p.write_text(json.dumps(rec))
+    generate(root)
+    readme = (d / "README.md").read_text()
+    assert "| rank | model | dataset | accuracy |" in readme
+    assert "| `mlp` | dataset-b |" in readme and f"| `gcn` | {default} |" in readme
+    table = {r["model"]: r["dataset"] for r in csv.DictReader((d / "results.csv").open())}
+    assert table == {"mlp": "dataset-b", "gcn": default}
+    assert "mlp (smoke, dataset-b)" in (d / "results.svg").read_text()

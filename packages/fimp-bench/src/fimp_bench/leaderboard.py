@@ -64,18 +64,21 @@ def _protocol(record: dict[str, Any]) -> str:
 
 
 def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (model, preset, mode, fill) of one task's records, best primary metric first."""
+    """One row per (model, preset, mode, fill, dataset) of one task's records, best primary metric
+    first. Records of one model on two datasets (``fimp-bench run --dataset``) are two rows, never
+    averaged together; the table then gets a dataset column."""
     from fimp_bench.tasks import TASKS
 
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
-        groups[(r["model"]["name"], r["preset"], r["mode"], r["fill"])].append(r)
+        key = (r["model"]["name"], r["preset"], r["mode"], r["fill"], r["dataset"]["name"])
+        groups[key].append(r)
     task_name = records[0]["task"]
     task = TASKS.get(task_name)
     metrics = list(task.metrics) if task else sorted(records[0]["metrics"]["test"])
     primary = task.primary_metric if task else metrics[0]
     rows = []
-    for (model, preset, mode, fill), rs in groups.items():
+    for (model, preset, mode, fill, _dataset), rs in groups.items():
         rs = sorted(rs, key=lambda r: r["seed"])
         ext = rs[0]["model"]["external_weights"]
         row: dict[str, Any] = {
@@ -105,7 +108,11 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rows.append(row)
     sign = METRIC_DIRECTIONS.get(primary, 1)
     rows.sort(
-        key=lambda r: (-sign * np.nan_to_num(r["test"][primary][0], nan=-np.inf * sign), r["model"])
+        key=lambda r: (
+            -sign * np.nan_to_num(r["test"][primary][0], nan=-np.inf * sign),
+            r["model"],
+            r["dataset"],
+        )
     )
     for i, row in enumerate(rows):
         row["rank"] = i + 1
@@ -147,12 +154,14 @@ def _readme(task_name: str, rows: list[dict[str, Any]]) -> str:
         f"{_METRIC_NAMES.get(rows[0]['primary'], rows[0]['primary'])}."
     )
     lines.append("")
-    head = ["rank", "model", *(_METRIC_NAMES.get(m, m) for m in metrics), "N", "#params", "mode"]
+    several = len(datasets) > 1
+    head = ["rank", "model", *(["dataset"] if several else [])]
+    head += [*(_METRIC_NAMES.get(m, m) for m in metrics), "N", "#params", "mode"]
     head += ["fill", "preset", "epochs", "mean wall time / seed", "hardware"]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "|".join("---" for _ in head) + "|")
     for r in rows:
-        cells = [str(r["rank"]), f"`{r['model']}`"]
+        cells = [str(r["rank"]), f"`{r['model']}`", *([r["dataset"]] if several else [])]
         for m in metrics:
             mu, sd = r["test"][m]
             cells.append(f"{_fmt(mu)} ± {_fmt(sd)}")
@@ -189,13 +198,15 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     metrics = rows[0]["metrics"]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    head = ["rank", "model", "registry_key", "preset", "mode", "fill", "n_seeds", "seeds"]
+    head = ["rank", "model", "registry_key", "dataset", "preset", "mode", "fill", "n_seeds"]
+    head += ["seeds"]
     for m in metrics:
         head += [f"{m}_mean", f"{m}_std"]
     head += ["params_trainable", "params_frozen", "implementation", "external_weights", "hardware"]
     w.writerow(head)
     for r in rows:
-        line = [r["rank"], r["model"], r["registry_key"], r["preset"], r["mode"], r["fill"]]
+        line = [r["rank"], r["model"], r["registry_key"], r["dataset"], r["preset"], r["mode"]]
+        line += [r["fill"]]
         line += [r["n_seeds"], " ".join(map(str, r["seeds"]))]
         for m in metrics:
             mu, sd = r["test"][m]
@@ -217,7 +228,11 @@ def _plot(task_name: str, rows: list[dict[str, Any]], png: Path, svg: Path) -> N
     rc = {"svg.hashsalt": "fimp-bench", "svg.fonttype": "none", "font.family": "DejaVu Sans"}
     with plt.rc_context(rc):
         fig, ax = plt.subplots(figsize=(6.4, 0.45 * len(rows) + 1.4))
-        labels = [f"{r['model']} ({r['preset']})" for r in rows][::-1]
+        several = len({r["dataset"] for r in rows}) > 1
+        labels = [
+            f"{r['model']} ({r['preset']}" + (f", {r['dataset']})" if several else ")")
+            for r in rows
+        ][::-1]
         for y, r in enumerate(rows[::-1]):
             vals = r["per_seed"][primary]
             mu, sd = r["test"][primary]
