@@ -8,7 +8,6 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
-from torch.utils.checkpoint import checkpoint
 
 from fimp.errors import ConfigError
 from fimp.nn._checks import check_dtype, check_edge_index, check_token_mask, check_tokens
@@ -272,11 +271,22 @@ class FIMPConv(nn.Module):
         targets: list[Tensor] = []
         parts: list[Tensor] = []
         attentions: list[Tensor] = []
-        for start in range(0, src_s.numel(), chunk):
-            s_c, d_c = src_s[start : start + chunk], dst_s[start : start + chunk]
+        bounds = [
+            (start, min(start + chunk, src_s.numel())) for start in range(0, src_s.numel(), chunk)
+        ]
+        if recompute:
+            params = [p for p in self.message.parameters() if p.requires_grad]
+            states = (*target_state, *source_state)
+            parts.append(
+                _ChunkedMessages.apply(
+                    fn, bounds, src_s, dst_s, mask, len(params), *params, *states
+                )
+            )
+            targets = [torch.unique_consecutive(dst_s[a:b]) for a, b in bounds]
+        for start, stop in [] if recompute else bounds:
+            s_c, d_c = src_s[start:stop], dst_s[start:stop]
             uniq, counts = torch.unique_consecutive(d_c, return_counts=True)
-            args = (s_c, d_c, counts, mask, *target_state, *source_state)
-            out = checkpoint(fn, *args, use_reentrant=False) if recompute else fn(*args)
+            out = fn(s_c, d_c, counts, mask, *target_state, *source_state)
             if return_attention_weights:
                 out, att = out
                 attentions.append(att)
@@ -287,7 +297,7 @@ class FIMPConv(nn.Module):
         if parts:
             uniq_all = torch.cat(targets)
             red = torch.cat(parts)
-            if len(parts) > 1:  # a target's edges may straddle chunk boundaries: reduce again
+            if len(targets) > 1:  # a target's edges may straddle chunk boundaries: reduce again
                 uniq_all, counts = torch.unique_consecutive(uniq_all, return_counts=True)
                 red = _segment_reduce(red, _SEGMENT_REDUCE[self.aggr], counts)
             agg = agg.index_copy(0, uniq_all, red)
@@ -349,11 +359,22 @@ class _ChunkFn:
             gather_rows(s, dst, index_sorted=True) for s in states[: self.n_target]
         )
         source_state: State = tuple(gather_rows(s, src) for s in states[self.n_target :])
+        return self.messages(target_state, source_state, mask[dst], mask[src], counts)
+
+    def messages(
+        self,
+        target_state: State,
+        source_state: State,
+        query_mask: Tensor,
+        key_mask: Tensor,
+        counts: Tensor,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Messages of already gathered per-edge states, reduced per target segment."""
         out = self.message.edge_messages(
             target_state,
             source_state,
-            mask[dst],
-            mask[src],
+            query_mask,
+            key_mask,
             return_attention=self.return_attention,
             **self.kwargs,
         )
@@ -362,3 +383,99 @@ class _ChunkFn:
             out, att = out
         red = _segment_reduce(out, self.reduce, counts)
         return (red, att) if att is not None else red
+
+
+class _ChunkedMessages(torch.autograd.Function):
+    """Every chunk of target-sorted edges in one autograd node, recomputed chunk by chunk in backward.
+
+    Forward keeps only the reduced messages [sum of a chunk's distinct targets, L, d]. Backward
+    re-gathers one chunk's rows, recomputes its messages with autograd on those rows only, and adds
+    the row gradients into one buffer per state (rows are distinct within a chunk, so the adds are
+    deterministic on every device). A per-chunk ``torch.utils.checkpoint`` of the gather instead
+    materialises a dense [N, ...] gradient per state and chunk: O(N * E / chunk) work, which made a
+    100k-edge epoch with N = 10k nodes about 8x slower than it needs to be.
+    """
+
+    @staticmethod
+    def forward(ctx, fn, bounds, src_s, dst_s, mask, n_params, *tensors):  # type: ignore[override]
+        states = tensors[n_params:]
+        ctx.fn, ctx.bounds, ctx.n_params = fn, bounds, n_params
+        ctx.save_for_backward(src_s, dst_s, mask, *tensors)
+        # replayed in backward: the same dropout draws (chunks run in the same order) and autocast
+        device = src_s.device
+        ctx.device_type = device.type
+        ctx.autocast = torch.is_autocast_enabled(device.type)
+        ctx.autocast_dtype = torch.get_autocast_dtype(device.type)
+        ctx.rng = torch.get_rng_state()
+        ctx.device_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+        parts = []
+        for start, stop in bounds:
+            s_c, d_c = src_s[start:stop], dst_s[start:stop]
+            counts = torch.unique_consecutive(d_c, return_counts=True)[1]
+            parts.append(fn(s_c, d_c, counts, mask, *states))
+        return torch.cat(parts)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        src_s, dst_s, mask, *tensors = ctx.saved_tensors
+        n_params = ctx.n_params
+        params, states = tensors[:n_params], tensors[n_params:]
+        needs = ctx.needs_input_grad[6:]
+        grad_params = [torch.zeros_like(p) if n else None for p, n in zip(params, needs)]
+        grad_states = [torch.zeros_like(s) if n else None for s, n in zip(states, needs[n_params:])]
+        devices = [src_s.device] if ctx.device_rng is not None else []
+        with torch.random.fork_rng(devices=devices, device_type=ctx.device_type):
+            torch.set_rng_state(ctx.rng)
+            if ctx.device_rng is not None:
+                torch.cuda.set_rng_state(ctx.device_rng, src_s.device)
+            _ChunkedMessages._replay(
+                ctx, grad, src_s, dst_s, mask, params, states, grad_params, grad_states
+            )
+        return (None, None, None, None, None, None, *grad_params, *grad_states)
+
+    @staticmethod
+    def _replay(ctx, grad, src_s, dst_s, mask, params, states, grad_params, grad_states) -> None:
+        fn = ctx.fn
+        offset = 0
+        for start, stop in ctx.bounds:
+            s_c, d_c = src_s[start:stop], dst_s[start:stop]
+            uniq_t, counts = torch.unique_consecutive(d_c, return_counts=True)
+            uniq_s, inverse = torch.unique(s_c, sorted=True, return_inverse=True)
+            g_c = grad[offset : offset + uniq_t.numel()]
+            offset += uniq_t.numel()
+            segment = torch.repeat_interleave(
+                torch.arange(uniq_t.numel(), device=grad.device), counts
+            )
+            rows, index = [], []
+            for i, s in enumerate(states):
+                own = uniq_t if i < fn.n_target else uniq_s
+                r = s.detach().index_select(0, own)
+                rows.append(r.requires_grad_(grad_states[i] is not None))
+                index.append(own)
+            with (
+                torch.enable_grad(),
+                torch.autocast(ctx.device_type, dtype=ctx.autocast_dtype, enabled=ctx.autocast),
+            ):
+                target_state = tuple(
+                    gather_rows(r, segment, index_sorted=True) for r in rows[: fn.n_target]
+                )
+                source_state = tuple(gather_rows(r, inverse) for r in rows[fn.n_target :])
+                out = fn.messages(target_state, source_state, mask[d_c], mask[s_c], counts)
+                wanted = [r for r in rows if r.requires_grad]
+                wanted += [p for p, g in zip(params, grad_params) if g is not None]
+                got = torch.autograd.grad(out, wanted, g_c, allow_unused=True) if wanted else ()
+            it = iter(got)
+            for i, r in enumerate(rows):
+                if r.requires_grad:
+                    g = next(it)
+                    if g is not None:  # distinct rows: a read-add-write, no racing adds
+                        acc = grad_states[i]
+                        acc.index_copy_(
+                            0, index[i], acc.index_select(0, index[i]) + g.to(acc.dtype)
+                        )
+            for gp in grad_params:
+                if gp is not None:
+                    g = next(it)
+                    if g is not None:
+                        gp += g.to(gp.dtype)
