@@ -75,3 +75,30 @@ def smoke_records(tmp_path_factory):
         data=spatial_data(),
     )
     return out, records
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """The system Chromium driven by Playwright (see _browser.py); skips without it (fails
+    under FIMP_STRICT_SKIPS=1)."""
+    from _browser import launch, require_browser
+
+    require_browser()
+    with launch() as b:
+        yield b
+
+
+@pytest.fixture
+def browser_page(browser):
+    """``(page, log)``: a fresh page whose non-loopback requests are aborted and whose console
+    errors, page errors, failed requests and blocked requests are recorded in ``log``."""
+    from _browser import open_page
+
+    with open_page(browser) as pair:
+        yield pair
+
+
+def pytest_configure(config):
+    # also registered by the repository's conftest.py; repeated here because a run of this
+    # folder alone (its rootdir is then packages/fimp-bench) does not load that one
+    config.addinivalue_line("markers", "browser: drives a real browser (see _browser.py)")

@@ -54,6 +54,21 @@ CASES = {
         ["leaderboard", "--root", "{d}", "--check"],
         ["no records found"],
     ),
+    ("site", "out-is-a-file"): (
+        ["site", "--root", "{d}", "--out", "{f}"],
+        ["--out", "not a folder"],
+    ),
+    ("site", "out-under-a-file"): (
+        ["site", "--root", "{d}", "--out", "{f}/sub"],
+        ["--out", "is a file"],
+    ),
+    ("site", "root-missing"): (["site", "--root", "{m}", "--out", "{m}"], ["does not exist"]),
+    ("site", "root-is-a-file"): (["site", "--root", "{f}", "--out", "{m}"], ["not a folder"]),
+    ("site", "no-records"): (["site", "--root", "{d}", "--out", "{m}"], ["no records found"]),
+    ("site", "out-is-the-root"): (
+        ["site", "--root", "{d}", "--out", "{d}"],
+        ["--out", "records folder"],
+    ),
     ("validate", "path-missing"): (["validate", "{m}"], ["does not exist"]),
     ("validate", "path-is-a-file"): (["validate", "{f}"], ["not a folder"]),
 }

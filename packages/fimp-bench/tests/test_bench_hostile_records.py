@@ -1,6 +1,6 @@
 """Hostile and broken records: names that would become paths outside the root, non-finite
 metrics, non-UTF-8 files. Each is one typed error naming the file; nothing is written outside
-the leaderboard root (a snapshot of the whole tmp folder before and after proves it)."""
+the leaderboard root (nor by ``fimp-bench site``) (a snapshot of the whole tmp folder before and after proves it)."""
 
 from __future__ import annotations
 
@@ -80,6 +80,7 @@ def test_traversal_names_are_refused_and_nothing_leaves_the_root(
     for argv in (
         ["leaderboard", "--root", str(root)],
         ["leaderboard", "--root", str(root), "--check"],
+        ["site", "--root", str(root), "--out", str(top / "site")],
     ):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()

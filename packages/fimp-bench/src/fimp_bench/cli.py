@@ -1,5 +1,5 @@
-"""``fimp-bench``: run tasks, list tasks/models/datasets, regenerate leaderboards, validate
-submissions. ``fimp-bench <command> --help`` explains each command."""
+"""``fimp-bench``: run tasks, list tasks/models/datasets, regenerate leaderboards and their
+website, validate submissions. ``fimp-bench <command> --help`` explains each command."""
 
 from __future__ import annotations
 
@@ -168,6 +168,17 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_site(args: argparse.Namespace) -> int:
+    from fimp_bench.records import check_out_dir, check_root_dir
+    from fimp_bench.site import generate_site
+
+    check_out_dir(args.out)
+    check_root_dir(args.root, "--root")
+    written = generate_site(args.root, args.out)
+    print(f"wrote {len(written)} files under {args.out}; open {args.out}/index.html")
+    return 0
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     from fimp_bench.records import check_root_dir
     from fimp_bench.validate import validate_submission
@@ -304,6 +315,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--check", action="store_true", help="fail (exit 1) if regenerated files differ"
     )
     lb.set_defaults(func=_cmd_leaderboard)
+
+    st = sub.add_parser(
+        "site",
+        help="generate the static leaderboard website from the records",
+        description="Write a static website from ROOT/<task>/records: an index of the tasks, a "
+        "sortable and filterable table per task with its plot, a page per (task, model) with "
+        "every seed's record (and a copy of each JSON), and a per-seed comparison of two models. "
+        "Static files only: open OUT/index.html from disk or serve OUT with any static server; "
+        "nothing is loaded from the network.",
+    )
+    st.add_argument(
+        "--root", default="leaderboards", help="leaderboards folder (default ./leaderboards)"
+    )
+    st.add_argument("--out", default="site", help="output folder (default ./site)")
+    st.set_defaults(func=_cmd_site)
 
     v = sub.add_parser(
         "validate",

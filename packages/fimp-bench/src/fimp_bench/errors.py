@@ -28,3 +28,8 @@ class SubmissionError(BenchError, ValueError):
 
 class LeaderboardCheckError(BenchError, RuntimeError):
     """Regenerated leaderboards differ from the committed ones."""
+
+
+class SiteError(BenchError, ValueError):
+    """``fimp-bench site``: the records cannot be published as a site (no records, two records
+    for the same page, a plot SVG that holds scripts or external references)."""

@@ -19,6 +19,7 @@ import math
 import re
 import tempfile
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from fimp_bench.errors import LeaderboardCheckError
 from fimp_bench.metrics import METRIC_DIRECTIONS
 from fimp_bench.records import atomic_write_text, read_records, safe_child, save_figure
 
-__all__ = ["check", "generate", "summarize"]
+__all__ = ["check", "generate", "group_by_task", "summarize"]
 
 _METRIC_NAMES = {"mse": "MSE", "r2": "R^2", "accuracy": "accuracy", "macro_f1": "macro-F1"}
 EXTERNAL_MARK = "†"
@@ -83,6 +84,7 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         ext = rs[0]["model"]["external_weights"]
         row: dict[str, Any] = {
             "model": model + (f" {EXTERNAL_MARK}" if ext else ""),
+            "name": model,
             "registry_key": rs[0]["model"]["registry_key"],
             "preset": preset,
             "mode": mode,
@@ -119,6 +121,18 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row["primary"] = primary
         row["metrics"] = metrics
     return rows
+
+
+def group_by_task(records: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Records grouped by task, registered tasks first (registry order), then the others by name;
+    the order of every generated index (leaderboards, analysis, site)."""
+    from fimp_bench.tasks import TASKS
+
+    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        by_task[r["task"]].append(r)
+    order = [t for t in TASKS if t in by_task] + sorted(t for t in by_task if t not in TASKS)
+    return {t: by_task[t] for t in order}
 
 
 def _readme(task_name: str, rows: list[dict[str, Any]]) -> str:
@@ -301,12 +315,8 @@ def generate(records_root: str | Path, out_root: str | Path | None = None) -> li
     ``records_root`` into ``out_root`` (default: the same folder). Returns the written paths."""
     records_root = Path(records_root)
     out_root = Path(out_root) if out_root is not None else records_root
-    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for _, r in read_records(records_root):
-        by_task[r["task"]].append(r)
-    from fimp_bench.tasks import TASKS
-
-    order = [t for t in TASKS if t in by_task] + sorted(t for t in by_task if t not in TASKS)
+    by_task = group_by_task(r for _, r in read_records(records_root))
+    order = list(by_task)
     summaries = {t: summarize(by_task[t]) for t in order}
     written = []
     for t, rows in summaries.items():
