@@ -70,12 +70,13 @@ myst_heading_anchors = 3
 nitpicky = True
 _THIRD_PARTY = (
     r"torch|nn|F|np|numpy|pd|pandas|scipy|sklearn|anndata|torch_geometric|Data|Tensor|"
-    r"pathlib|Path|os|argparse|collections|typing|dataclasses|enum|abc|io|json|datetime|"
+    r"pathlib|Path|os|pickle|argparse|collections|typing|dataclasses|enum|abc|io|json|datetime|"
     r"matplotlib|timm|onnx|safetensors|huggingface_hub|transformers|nibabel|PIL|yaml"
 )
 nitpick_ignore_regex = [
     (r"py:.*", rf"(?:{_THIRD_PARTY})(?:\..*)?"),
 ]
+nitpick_ignore = [("py:class", "fimp.models.registry.F")]  # a TypeVar of register_model
 
 # -- HTML -----------------------------------------------------------------------------------------
 html_theme = "furo"
@@ -84,6 +85,27 @@ html_static_path: list[str] = []
 html_last_updated_fmt = None
 html_show_sourcelink = False
 html_copy_source = False
+html_show_sphinx = False  # no "made with" footer links to external sites
 html_theme_options = {
     "navigation_with_keys": True,
 }
+
+
+# -- references: the docstrings name sibling objects by their short name (``:class:`RecordError```
+# in fimp_bench.records means fimp_bench.errors.RecordError). A short name that is not in the
+# current module is looked up among all documented objects; it resolves only when exactly one has
+# that name (two give Sphinx's "more than one target" warning, which fails the build).
+
+
+def _resolve_short_name(app, env, node, contnode):
+    if node.get("refdomain") != "py" or node.get("refspecific"):
+        return None
+    node["refspecific"] = True
+    domain = env.get_domain("py")
+    return domain.resolve_xref(
+        env, node["refdoc"], app.builder, node["reftype"], node["reftarget"], node, contnode
+    )
+
+
+def setup(app):
+    app.connect("missing-reference", _resolve_short_name)
