@@ -34,7 +34,7 @@ extensions = [
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build", "README.md", "tutorials/*.py"]
+exclude_patterns = ["_build", "tutorials/*.py"]
 templates_path: list[str] = []
 
 # -- autodoc ----------------------------------------------------------------------------------
