@@ -84,6 +84,8 @@ ALL_OF = [
     "fimp_bench.leaderboard",
     "fimp_bench.validate",
     "fimp_bench.explain",
+    "fimp_bench.analysis",
+    "fimp_bench.distributed",
     "fimp_bench.cli",
     "fimp_bench.errors",
 ]
