@@ -36,6 +36,7 @@ __all__ = [
     "write_record",
 ]
 
+#: The schema version that new records carry.
 SCHEMA_VERSION = "1.1"
 #: 1.1 added the optional ``run_hash`` (resume); 1.0 records stay valid.
 _SCHEMA_VERSIONS = ["1.0", "1.1"]
@@ -43,12 +44,14 @@ _SCHEMA_VERSIONS = ["1.0", "1.1"]
 _METRICS = {"type": "object", "additionalProperties": {"type": "number"}}
 _SHA = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 
-#: Every name that becomes a path component (task, model, registry key, dataset): a letter or
+#: Every name that becomes a path component (task, model, registry key, dataset) has a letter or
 #: digit first, then letters, digits, ``.``, ``_`` or ``-`` (at most 100 characters). No ``/``,
 #: no ``..``, no leading dot, no whitespace or control characters.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 _NAME = {"type": "string", "pattern": NAME_PATTERN}
 
+#: The JSON Schema (draft-07 subset) of a record, version :data:`SCHEMA_VERSION`; checked by
+#: :func:`validate_record`.
 RECORD_SCHEMA: dict[str, Any] = {
     "$schema": "http://json-schema.org/draft-07/schema#",
     "title": "fimp-bench result record",

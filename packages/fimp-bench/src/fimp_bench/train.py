@@ -39,6 +39,7 @@ __all__ = [
     "count_parameters",
     "evaluate",
     "resolve_device",
+    "run_benchmark",
     "seed_everything",
     "train_trial",
 ]

@@ -226,9 +226,12 @@ def load(
         - graph-level items also carry ``group`` (subject / sample id).
 
     Raises:
-        UnknownDatasetError, DataFileNotFoundError (not downloaded / path missing),
-        DownloadError, ChecksumError (a cached or embedded file differs from the registry: the
-        cached file is left as it is), RegistryError, and the readers' errors.
+        UnknownDatasetError: the name is not registered.
+        DataFileNotFoundError: not downloaded, or a path is missing.
+        DownloadError: a download failed.
+        ChecksumError: a cached or embedded file differs from the registry (the cached file is
+            left as it is).
+        RegistryError: the registry entry is malformed; the readers' errors pass through.
     """
     entry = get_entry(name)
     recipe = dict(graph) if graph is not None else dict(entry.graph)

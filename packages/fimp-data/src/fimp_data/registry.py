@@ -114,7 +114,7 @@ class DatasetEntry:
 
     @property
     def sha256(self) -> str | None:
-        """Dataset checksum: the file's sha256 for a one-file dataset, else the sha256 of the lines
+        """Dataset checksum, the file's sha256 for a one-file dataset, else the sha256 of the lines
         ``"<file name>:<sha256>\\n"`` in registry order. None when a file has no registered sha256
         (user-supplied files: load() then hashes the files themselves)."""
         return dataset_checksum([(f.name, f.sha256) for f in self.files])

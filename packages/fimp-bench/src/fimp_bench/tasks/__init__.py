@@ -35,6 +35,7 @@ __all__ = [
     "resolve_tasks",
 ]
 
+#: Task name -> :class:`Task`, in table order.
 TASKS: dict[str, Task] = {
     t.name: t
     for t in (
@@ -46,6 +47,7 @@ TASKS: dict[str, Task] = {
         ImageZeroShotRandom(),
     )
 }
+#: Family (``spatial``, ``fmri``, ``image``) -> its task names.
 FAMILIES: dict[str, list[str]] = {}
 for _t in TASKS.values():
     FAMILIES.setdefault(_t.family, []).append(_t.name)

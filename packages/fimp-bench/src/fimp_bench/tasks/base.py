@@ -48,6 +48,7 @@ class Preset:
     overrides: tuple[tuple[str, int], ...] = ()
 
 
+#: Name -> :class:`Preset` (``quick``, ``full``, ``smoke``).
 PRESETS: dict[str, Preset] = {
     # quick: every model gets the same 4 configurations of its own search space (chosen on the
     # first seed by the validation metric), up to 100 epochs each (one full-batch step per
@@ -163,7 +164,7 @@ class Task(ABC):
         "gps",
         "fimp-base",
     )
-    #: ablations (leaderboards/ANALYSIS.md): the paper's plain layer, no cross-node messages,
+    #: ablations (leaderboards/ANALYSIS.md) are the paper's plain layer, no cross-node messages,
     #: one token per node, and GNNs fed the mean of the learned tokens. Run them with
     #: ``--model default,ablations`` (the committed leaderboards do).
     ablation_models: tuple[str, ...] = (
@@ -190,7 +191,7 @@ class Task(ABC):
         download: bool = True,
     ) -> tuple[Data | list[Data], str]:
         """``(data, name)``: the preset's dataset (``dataset`` overrides it), loaded through
-        fimp_data (``root`` and ``download`` as in :func:`fimp_bench._data.load_dataset`), or the
+        fimp_data (``root`` and ``download`` as in ``fimp_bench._data.load_dataset``), or the
         ``data`` a caller passed, named by its ``dataset`` attribute."""
         name = self.dataset_for(preset.name, dataset)
         if data is None:

@@ -289,6 +289,12 @@ class FIMP(nn.Module):
         token_mask: Tensor | None = None,
         **tokenizer_kwargs,
     ) -> dict[str, Tensor]:
+        """Tokenize, run the layers, read out: a dict of ``tokens``, ``token_mask``,
+        ``node_embedding`` and, when configured, ``logits`` and ``recon`` (see the class docstring).
+
+        ``x`` is the tokenizer's input (or tokens [N, L, d] without a tokenizer) or a PyG ``Data``;
+        ``tokenizer_kwargs`` go to the tokenizer (e.g. ``genes``, ``coords``, ``mask``).
+        """
         if isinstance(x, Data):
             data = x
             edge_index = data.edge_index if edge_index is None else edge_index

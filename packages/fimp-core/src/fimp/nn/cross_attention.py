@@ -72,6 +72,7 @@ class CrossAttention(MessageCreator):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """Xavier-uniform weights and zero biases of ``q_proj``, ``k_proj``, ``v_proj``, ``out_proj``."""
         for lin in (self.q_proj, self.k_proj, self.v_proj, self.out_proj):
             nn.init.xavier_uniform_(lin.weight)
             if lin.bias is not None:
@@ -130,6 +131,12 @@ class CrossAttention(MessageCreator):
         key_mask: Tensor | None = None,
         return_attention: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor]:
+        """Queries attend to keys/values: ``query`` [B, Lq, d], ``key_value`` [B, Lk, d] -> [B, Lq, d].
+
+        ``query_mask`` [B, Lq] and ``key_mask`` [B, Lk] are bool, True = real token; a query row
+        with no real key gets a zero output. ``return_attention=True`` also returns the attention
+        [B, heads, Lq, Lk] (rows sum to 1 over the real keys).
+        """
         for name, t in (("query", query), ("key_value", key_value)):
             if not isinstance(t, Tensor) or t.dim() != 3 or t.size(-1) != self.dim:
                 shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__

@@ -209,6 +209,7 @@ class FIMPConv(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """Re-initialise the message creator (if it has ``reset_parameters``) and the projection W."""
         reset = getattr(self.message, "reset_parameters", None)
         if callable(reset):
             reset()
@@ -235,6 +236,12 @@ class FIMPConv(nn.Module):
         token_mask: Tensor | None = None,
         return_attention_weights: bool = False,
     ) -> Tensor | tuple[Tensor, tuple[Tensor, Tensor]]:
+        """One round of message passing: ``x`` [N, L, d], ``edge_index`` [2, E] -> [N, L, d].
+
+        ``token_mask`` [N, L] bool (True = real token). With ``return_attention_weights=True``
+        returns ``(out, (edge_index, attention [E, heads, L, L]))`` (the explicit path; see the
+        class docstring for the shapes).
+        """
         check_tokens(x, self.dim)
         check_dtype(x, self)
         n, length, _ = x.shape

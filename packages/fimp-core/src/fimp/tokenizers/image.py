@@ -211,7 +211,7 @@ class ImagePatchTokenizer(nn.Module):
 
     @property
     def target_dim(self) -> int:
-        """Reconstruction target width per patch token: P * P * C pixels (see `patchify`)."""
+        """Reconstruction target width per patch token, P * P * C pixels (see `patchify`)."""
         return self.patch_size * self.patch_size * self.in_chans
 
     def _check_images(self, images: Tensor) -> tuple[int, int]:

@@ -137,12 +137,12 @@ class TimeSeriesPatchTokenizer(nn.Module):
 
     @property
     def num_prefix_tokens(self) -> int:
-        """Tokens before the patch tokens: 1 with a class token, else 0."""
+        """Tokens before the patch tokens (1 with a class token, else 0)."""
         return 0 if self.cls_token is None else 1
 
     @property
     def target_dim(self) -> int:
-        """Reconstruction target width per patch token: the P samples of the patch."""
+        """Reconstruction target width per patch token, the P samples of the patch."""
         return self.patch_size
 
     def num_patches(self, num_samples: int) -> int:

@@ -124,9 +124,12 @@ def read_h5ad(
         for everything. A dense matrix gives a dense tensor.
 
     Raises:
-        DataFileNotFoundError, MissingKeyError (lists the keys that exist), NonFiniteError (NaN/inf
-        expression or coordinates = cells without coordinates), DuplicateIdError (obs_names),
-        EmptySelectionError.
+        DataFileNotFoundError: the file does not exist.
+        MissingKeyError: a key is missing (the message lists the keys that exist).
+        fimp_data.errors.NonFiniteError: NaN/inf expression, or coordinates (= cells without
+            coordinates).
+        DuplicateIdError: duplicate ``obs_names``.
+        fimp_data.errors.EmptySelectionError: the selection (cells, genes) is empty.
     """
     import anndata as ad
 
