@@ -86,6 +86,7 @@ html_last_updated_fmt = None
 html_show_sourcelink = False
 html_copy_source = False
 html_show_sphinx = False  # no "made with" footer links to external sites
+html_show_search_summary = False  # summaries fetch() each hit page: refused from file://
 html_theme_options = {
     "navigation_with_keys": True,
 }

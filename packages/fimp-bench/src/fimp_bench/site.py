@@ -50,7 +50,7 @@ __all__ = ["ASSETS", "generate_site", "model_kind"]
 ASSETS: tuple[str, ...] = ("site.css", "site.js")
 
 #: Top-level names of the site itself, so not usable as task names.
-_RESERVED = ("assets", "index.html")
+_RESERVED = ("api", "assets", "index.html")  # api/: the API reference (ci/scripts/build_site.sh)
 
 #: Models without a graph (one vector per node, or the majority class).
 _NO_GRAPH = ("mlp", "majority")
