@@ -11,7 +11,9 @@ Every size runs in a fresh process so that its peak RSS (``ru_maxrss``) is its o
 ``edge_chunk_size="auto"`` FIMPConv processes at most ``chunk_memory_mb`` (256 MiB) of per-edge
 working memory at a time and recomputes each chunk in backward, so memory is bounded by the node
 states (N x L x d per tensor), not by E. One unchunked run at the smallest size shows what the
-chunking saves (unchunked, E = 100k would need about 15 GB).
+chunking saves (unchunked, E = 100k would need about 15 GB). The two largest sizes run again with
+``MALLOC_ARENA_MAX=1``: with glibc's default per-thread arenas the peak RSS of the 1M-edge run
+varies from run to run (3.5-4.3 GiB seen) by fragmentation, not by live tensors.
 
     python benchmarks/bench_scale.py            # about 10 minutes on 2 cores
     python benchmarks/bench_scale.py --compare DIR   # + an older tree at 10k / 100k edges
@@ -108,13 +110,19 @@ def main() -> None:
         f"{platform.processor() or platform.machine()}; N = {nodes:,} nodes, L = {length}, d = 32; "
         f"one fresh process per row; load average before: {os.getloadavg()[0]:.2f}"
     )
-    runs = [(sizes[0], "none", None)] + [(e, "auto", None) for e in sizes]
+    runs = [(sizes[0], "none", None, None)] + [(e, "auto", None, None) for e in sizes]
+    # glibc's per-thread malloc arenas keep freed blocks apart, so a long run's RSS can grow by
+    # fragmentation alone: the two largest sizes again with one arena
+    runs += [(e, "auto", None, "1") for e in sizes[-2:]]
     if args.compare:  # the older tree at every size but the largest
-        runs += [(e, "auto", args.compare) for e in sizes[:-1]]
+        runs += [(e, "auto", args.compare, None) for e in sizes[:-1]]
     results = []
-    for edges, chunk, tree in runs:
+    for edges, chunk, tree, arenas in runs:
         cmd = [sys.executable, __file__, "--nodes", str(nodes), "--length", str(length)]
         env = dict(os.environ)
+        env.pop("MALLOC_ARENA_MAX", None)
+        if arenas:
+            env["MALLOC_ARENA_MAX"] = arenas
         if tree:
             env["PYTHONPATH"] = os.pathsep.join(
                 [str(Path(tree) / "packages" / "fimp-core" / "src"), env.get("PYTHONPATH", "")]
@@ -130,29 +138,33 @@ def main() -> None:
             sys.exit(f"E={edges} chunk={chunk} failed:\n{res.stderr[-3000:]}")
         r = json.loads(res.stdout.strip().splitlines()[-1])
         r["tree"] = "compare" if tree else "this"
+        r["arenas"] = arenas or "default"
         results.append(r)
         print(
             f"{r['tree']:<7} E={r['edges']:>9,}  edge_chunk_size={r['chunk']:<4}  "
+            f"malloc arenas {r['arenas']:<7}  "
             f"epoch {r['epoch_s']:8.2f} s  peak RSS {r['peak_rss_mib']:8.1f} MiB  "
             f"(before the step {r['rss_before_mib']:7.1f} MiB)  loss {r['loss']:.4f}",
             flush=True,
         )
     for r in results:
         old = [o for o in results if o["tree"] == "compare" and o["edges"] == r["edges"]]
-        if r["tree"] == "this" and r["chunk"] == "auto" and old:
+        if r["tree"] == "this" and r["chunk"] == "auto" and r["arenas"] == "default" and old:
             print(
                 f"E={r['edges']:,}: this tree {r['epoch_s'] / old[0]['epoch_s']:.3f}x the "
                 f"compared tree's epoch time, {r['peak_rss_mib'] / old[0]['peak_rss_mib']:.3f}x "
                 "its peak RSS"
             )
     results = [r for r in results if r["tree"] == "this"]
-    chunked = [r for r in results if r["chunk"] == "auto"]
-    for a, b in itertools.pairwise(chunked):
-        print(
-            f"peak RSS {b['edges']:,} / {a['edges']:,} edges: "
-            f"{b['peak_rss_mib'] / a['peak_rss_mib']:.3f}x; epoch time "
-            f"{b['epoch_s'] / a['epoch_s']:.2f}x for {b['edges'] / a['edges']:.0f}x the edges"
-        )
+    for arenas in ("default", "1"):
+        chunked = [r for r in results if r["chunk"] == "auto" and r["arenas"] == arenas]
+        for a, b in itertools.pairwise(chunked):
+            print(
+                f"malloc arenas {arenas}: peak RSS {b['edges']:,} / {a['edges']:,} edges: "
+                f"{b['peak_rss_mib'] / a['peak_rss_mib']:.3f}x; epoch time "
+                f"{b['epoch_s'] / a['epoch_s']:.2f}x for {b['edges'] / a['edges']:.0f}x the edges"
+            )
+    chunked = [r for r in results if r["chunk"] == "auto" and r["arenas"] == "default"]
     print(
         f"unchunked vs chunked peak RSS at {sizes[0]:,} edges: "
         f"{results[0]['peak_rss_mib'] / chunked[0]['peak_rss_mib']:.2f}x"

@@ -25,10 +25,19 @@ def _smoke(script: str) -> str:
 def test_scale_benchmark_reports_peak_rss_per_size_and_the_growth_ratio():
     out = _smoke("bench_scale.py")
     rows = re.findall(
-        r"this\s+E=\s*([\d,]+)\s+edge_chunk_size=(\w+)\s+epoch\s+[\d.]+ s\s+peak RSS", out
+        r"this\s+E=\s*([\d,]+)\s+edge_chunk_size=(\w+)\s+malloc arenas (\w+)\s+epoch\s+[\d.]+ s"
+        r"\s+peak RSS",
+        out,
     )
-    assert rows == [("2,000", "none"), ("2,000", "auto"), ("20,000", "auto")], out
-    assert re.search(r"peak RSS 20,000 / 2,000 edges: [\d.]+x", out), out
+    assert rows == [
+        ("2,000", "none", "default"),
+        ("2,000", "auto", "default"),
+        ("20,000", "auto", "default"),
+        ("2,000", "auto", "1"),
+        ("20,000", "auto", "1"),
+    ], out
+    for arenas in ("default", "1"):
+        assert re.search(rf"arenas {arenas}: peak RSS 20,000 / 2,000 edges: [\d.]+x", out), out
     losses = re.findall(r"loss (\d+\.\d+)", out)
     assert losses[0] == losses[1], "chunking must not change the numbers"
 
