@@ -28,7 +28,7 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urldefrag, urljoin, urlsplit
 
 import pytest
 
@@ -184,3 +184,44 @@ def open_page(
         yield page, log
     finally:
         context.close()
+
+
+_LINKS = """text => {
+    const doc = new DOMParser().parseFromString(text, "text/html");
+    return Array.from(doc.querySelectorAll("a[href], link[href], script[src], img[src]"))
+        .map(e => e.getAttribute("href") || e.getAttribute("src"));
+}"""
+
+
+def crawl(page: Any, start: str, *, external_links: bool = False) -> dict[str, Any]:
+    """Follow every same-origin href / src from ``start``: each URL is requested through the
+    page's browser context (a page CSP may forbid ``fetch()``), each HTML answer is parsed by the
+    browser's own DOMParser. Asserts every answer is 200; with ``external_links=False`` also that
+    no link points off the origin (with True, such plain links are skipped, never requested).
+    Returns ``{"by_extension": {ext: count}, "json": [parsed JSON answers]}``."""
+    origin = urlsplit(start).netloc
+    seen: set[str] = set()
+    queue = [start]
+    kinds: dict[str, int] = {}
+    parsed: list[Any] = []
+    while queue:
+        url = queue.pop()
+        if url in seen:
+            continue
+        seen.add(url)
+        resp = page.request.get(url)
+        assert resp.status == 200, url
+        ext = url.rsplit(".", 1)[-1]
+        kinds[ext] = kinds.get(ext, 0) + 1
+        if ext == "json":
+            parsed.append(resp.json())
+        for link in page.evaluate(_LINKS, resp.text()) if ext == "html" else []:
+            absolute = urldefrag(urljoin(url, link))[0]
+            parts = urlsplit(absolute)
+            if parts.scheme in ("data", "mailto"):
+                continue
+            if parts.netloc != origin:
+                assert external_links, (url, link)  # nothing points off the site
+                continue
+            queue.append(absolute)
+    return {"by_extension": kinds, "json": parsed}

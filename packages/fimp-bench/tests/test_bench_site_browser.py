@@ -14,10 +14,9 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from urllib.parse import urldefrag, urljoin, urlsplit
 
 import pytest
-from _browser import serve
+from _browser import crawl, serve
 
 from fimp_bench.leaderboard import group_by_task, summarize
 from fimp_bench.records import read_records
@@ -138,42 +137,16 @@ def test_filters_hide_rows_and_clearing_restores_them(served, browser_page, by_t
     log.assert_clean()
 
 
-_LINKS = """text => {
-    const doc = new DOMParser().parseFromString(text, "text/html");
-    return Array.from(doc.querySelectorAll("a[href], link[href], script[src], img[src]"))
-        .map(e => e.getAttribute("href") || e.getAttribute("src"));
-}"""
-
-
 def test_every_link_on_every_page_resolves(served, browser_page, by_task):
     """Crawl from the index: every same-origin URL is requested through the browser context,
     each HTML page is parsed by the browser's own parser (DOMParser) and every href / src is
     followed; each answers 200 (the server's log says so too). The pages' CSP forbids fetch(),
     hence the context's request API. Then one page of each kind per task is rendered."""
     page, log = browser_page
-    origin = urlsplit(served.url).netloc
     page.goto(served.url + "index.html")
-    seen: set[str] = set()
-    queue = [served.url + "index.html"]
-    kinds: dict[str, int] = {}
-    while queue:
-        url = queue.pop()
-        if url in seen:
-            continue
-        seen.add(url)
-        resp = page.request.get(url)
-        assert resp.status == 200, url
-        ext = url.rsplit(".", 1)[-1]
-        kinds[ext] = kinds.get(ext, 0) + 1
-        if ext == "json":
-            assert isinstance(resp.json(), dict), url
-        for link in page.evaluate(_LINKS, resp.text()) if ext == "html" else []:
-            absolute = urldefrag(urljoin(url, link))[0]
-            parts = urlsplit(absolute)
-            if parts.scheme == "data":
-                continue
-            assert parts.netloc == origin, (url, link)  # nothing points off the site
-            queue.append(absolute)
+    found = crawl(page, served.url + "index.html")
+    kinds = found["by_extension"]
+    assert all(isinstance(j, dict) for j in found["json"])
     n_records = sum(len(rs) for rs in by_task.values())
     n_models = sum(len({r["model"]["name"] for r in rs}) for rs in by_task.values())
     assert kinds == {"html": 1 + 2 * len(by_task) + n_models, "json": n_records, "css": 1, "js": 1}
