@@ -18,6 +18,9 @@ import os
 import platform
 import time
 
+# cold compile every run: the compile time counted is what a fresh machine pays
+os.environ.setdefault("TORCHINDUCTOR_FORCE_DISABLE_CACHES", "1")
+
 import torch
 from bench_fimp_conv import _time  # median of `repeats` after a warm-up (this folder)
 from bench_roofline import _task_step
@@ -37,7 +40,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--smoke", action="store_true", help="smoke preset (seconds)")
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--task", default="spatial-expression")
     args = parser.parse_args()
     from fimp_bench.tasks import get_preset
