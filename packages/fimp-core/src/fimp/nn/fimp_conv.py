@@ -281,7 +281,7 @@ class FIMPConv(nn.Module):
         bounds = [
             (start, min(start + chunk, src_s.numel())) for start in range(0, src_s.numel(), chunk)
         ]
-        if recompute:
+        if recompute:  # one autograd node for all chunks, each recomputed in backward
             params = [p for p in self.message.parameters() if p.requires_grad]
             states = (*target_state, *source_state)
             parts.append(
@@ -290,15 +290,16 @@ class FIMPConv(nn.Module):
                 )
             )
             targets = [torch.unique_consecutive(dst_s[a:b]) for a, b in bounds]
-        for start, stop in [] if recompute else bounds:
-            s_c, d_c = src_s[start:stop], dst_s[start:stop]
-            uniq, counts = torch.unique_consecutive(d_c, return_counts=True)
-            out = fn(s_c, d_c, counts, mask, *target_state, *source_state)
-            if return_attention_weights:
-                out, att = out
-                attentions.append(att)
-            targets.append(uniq)
-            parts.append(out)
+        else:
+            for start, stop in bounds:
+                s_c, d_c = src_s[start:stop], dst_s[start:stop]
+                uniq, counts = torch.unique_consecutive(d_c, return_counts=True)
+                out = fn(s_c, d_c, counts, mask, *target_state, *source_state)
+                if return_attention_weights:
+                    out, att = out
+                    attentions.append(att)
+                targets.append(uniq)
+                parts.append(out)
 
         agg = x.new_zeros(n, length, self.dim)
         if parts:
@@ -399,8 +400,8 @@ class _ChunkedMessages(torch.autograd.Function):
     re-gathers one chunk's rows, recomputes its messages with autograd on those rows only, and adds
     the row gradients into one buffer per state (rows are distinct within a chunk, so the adds are
     deterministic on every device). A per-chunk ``torch.utils.checkpoint`` of the gather instead
-    materialises a dense [N, ...] gradient per state and chunk: O(N * E / chunk) work, which made a
-    100k-edge epoch with N = 10k nodes about 8x slower than it needs to be.
+    materialises a dense [N, ...] gradient per state and chunk: O(N * E / chunk) work (a 100k-edge
+    epoch with N = 10k nodes took 2.4x as long, benchmarks/bench_scale.py).
     """
 
     @staticmethod
