@@ -39,7 +39,35 @@ def test_records_written_by_run_are_valid_and_complete(smoke_records):
     assert set(r["git"]) == {"commit", "dirty"}
     assert r["mode"] == "trained" and r["preset"] == "smoke"
     assert set(r["metrics"]["test"]) == {"accuracy", "macro_f1"}
+    assert r["task_info"]["training"]["precision"] == "fp32"
     assert files[0][0] == record_path(out, r["task"], r["model"]["name"], r["seed"])
+
+
+def test_records_say_which_precision_ran(tmp_path):
+    """``--bf16`` autocasts on CUDA only: a CPU run with it is recorded as fp32, and the rule
+    that picks the autocast is the one the record states."""
+    import torch
+
+    from conftest import spatial_data
+    from fimp_bench.tasks import get_task
+    from fimp_bench.train import _precision, run_benchmark
+
+    assert _precision(torch.device("cuda"), True) == "bf16 autocast"
+    assert _precision(torch.device("cuda"), False) == "fp32"
+    assert _precision(torch.device("cpu"), True) == "fp32"
+    (rec,) = run_benchmark(
+        [get_task("spatial-celltype")],
+        ["mlp"],
+        [0],
+        preset="smoke",
+        device="cpu",
+        bf16=True,
+        out=str(tmp_path),
+        progress=False,
+        data=spatial_data(),
+    )
+    assert rec["task_info"]["training"]["precision"] == "fp32"
+    assert read_records(tmp_path)[0][1]["task_info"]["training"]["precision"] == "fp32"
 
 
 @pytest.mark.parametrize(

@@ -88,8 +88,14 @@ def _better(a: float, b: float | None, metric: str) -> bool:
     return a * METRIC_DIRECTIONS[metric] > b * METRIC_DIRECTIONS[metric]
 
 
+def _precision(device: torch.device, bf16: bool) -> str:
+    """What a run computes in, as its record states it: ``--bf16`` autocasts on CUDA only (on
+    this project's CPU bf16 was ~3x slower, benchmarks/bench_step_variants.py)."""
+    return "bf16 autocast" if bf16 and device.type == "cuda" else "fp32"
+
+
 def _autocast(device: torch.device, bf16: bool):
-    if bf16 and device.type == "cuda":
+    if _precision(device, bf16) == "bf16 autocast":
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -414,8 +420,10 @@ def build_record(
     device: torch.device,
     tuning: dict[str, Any],
     world_size: int = 1,
+    bf16: bool = False,
 ) -> dict[str, Any]:
-    """The schema-valid record of one (task, model, seed)."""
+    """The schema-valid record of one (task, model, seed); ``task_info.training.precision`` says
+    whether it ran in fp32 or under bf16 autocast."""
     from fimp_bench.records import SCHEMA_VERSION, environment_info, hardware_string
 
     env = environment_info()
@@ -457,6 +465,7 @@ def build_record(
                 "patience": prep.preset.patience,
                 "batch_size": prep.preset.batch_size,
                 "optimizer": "AdamW",
+                "precision": _precision(device, bf16),
                 **({"overrides": dict(prep.preset.overrides)} if prep.preset.overrides else {}),
             },
         },
@@ -624,7 +633,7 @@ def run_benchmark(
                     }
                     chosen[spec.name] = (result.config, tuning)
                 record = build_record(
-                    prep, spec, result, device=dev, tuning=tuning, world_size=ctx.world
+                    prep, spec, result, device=dev, tuning=tuning, world_size=ctx.world, bf16=bf16
                 )
                 record["run_hash"] = rhash
                 records.append(record)
