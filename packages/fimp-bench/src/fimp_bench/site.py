@@ -255,11 +255,16 @@ def _tuned_record(
 
 
 def _task_pages(
-    env: Any, root: Path, out: Path, task: str, records: list[dict[str, Any]]
+    env: Any,
+    root: Path,
+    out: Path,
+    task: str,
+    records: list[dict[str, Any]],
+    rows: list[dict[str, Any]],
 ) -> dict[Path, str]:
+    """Pages of one task; ``rows`` = ``summarize(records)``."""
     from fimp_bench.tasks import TASKS
 
-    rows = summarize(records)
     spec = TASKS.get(task)
     metrics, primary = rows[0]["metrics"], rows[0]["primary"]
     names = Counter(r["name"] for r in rows)
@@ -368,10 +373,10 @@ def _task_pages(
     return pages
 
 
-def _index_row(task: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+def _index_row(task: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The index row of one task from its ``summarize`` rows."""
     from fimp_bench.tasks import TASKS
 
-    rows = summarize(records)
     spec = TASKS.get(task)
     best = rows[0]
     mu, sd = best["test"][best["primary"]]
@@ -424,11 +429,12 @@ def generate_site(root: str | Path, out: str | Path) -> list[Path]:
         sources[dest] = path
     env = _environment()
     by_task = group_by_task(r for _, r in pairs)
+    rows_by_task = {task: summarize(records) for task, records in by_task.items()}
     files: dict[Path, str] = {}
     for task, records in by_task.items():
-        files.update(_task_pages(env, root, out, task, records))
+        files.update(_task_pages(env, root, out, task, records, rows_by_task[task]))
     files[out / "index.html"] = env.get_template("index.html.j2").render(
-        base="", tasks=[_index_row(t, rs) for t, rs in by_task.items()], mark=EXTERNAL_MARK
+        base="", tasks=[_index_row(t, rs) for t, rs in rows_by_task.items()], mark=EXTERNAL_MARK
     )
     for dest, src in sources.items():
         with open(src, encoding="utf-8", newline="") as f:
