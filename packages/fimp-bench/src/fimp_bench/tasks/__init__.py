@@ -11,6 +11,12 @@ image      image-zeroshot         accuracy of a linear probe on frozen embedding
                                   lat/lon blocks within each country)
 image      image-zeroshot-random  the same probe on a random 75/25 split (leaks location;
                                   only to reproduce the paper's protocol)
+spatial-   spatial-expression-    spatial-expression on spatial-cycif-lung (11,201 single
+large      cycif                  cells x 9 protein markers)
+spatial-   spatial-celltype-      spatial-celltype on spatial-cycif-lung (8 phenotypes)
+large      cycif
+fmri-      fmri-reconstruction-   fmri-reconstruction on fmri-fsa4 (4,687 cortical vertices,
+large      fsa4                   the mesh as graph; 3 time segments of one run)
 =========  =====================  ======================================================
 """
 
@@ -18,9 +24,14 @@ from __future__ import annotations
 
 from fimp_bench.errors import UnknownNameError
 from fimp_bench.tasks.base import PRESETS, PreparedTask, Preset, Task, get_preset
-from fimp_bench.tasks.fmri import FMRIReconstruction
+from fimp_bench.tasks.fmri import FMRIReconstruction, FMRIReconstructionFsa4
 from fimp_bench.tasks.image import ImageCountry, ImageZeroShot, ImageZeroShotRandom
-from fimp_bench.tasks.spatial import SpatialCellType, SpatialExpression
+from fimp_bench.tasks.spatial import (
+    SpatialCellType,
+    SpatialCellTypeCyCIF,
+    SpatialExpression,
+    SpatialExpressionCyCIF,
+)
 
 __all__ = [
     "FAMILIES",
@@ -45,6 +56,9 @@ TASKS: dict[str, Task] = {
         ImageCountry(),
         ImageZeroShot(),
         ImageZeroShotRandom(),
+        SpatialExpressionCyCIF(),
+        SpatialCellTypeCyCIF(),
+        FMRIReconstructionFsa4(),
     )
 }
 #: Family (``spatial``, ``fmri``, ``image``) -> its task names.

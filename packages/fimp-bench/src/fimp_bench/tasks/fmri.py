@@ -22,7 +22,7 @@ from fimp_bench.errors import BenchConfigError
 from fimp_bench.tasks._common import require, to_numpy
 from fimp_bench.tasks.base import PreparedTask, Preset, Task, fill_masked
 
-__all__ = ["FMRIReconstruction"]
+__all__ = ["FMRIReconstruction", "FMRIReconstructionFsa4"]
 
 PATCH = 20
 #: (window, stride, max subjects, max windows per subject) per preset.
@@ -168,3 +168,22 @@ class FMRIReconstruction(Task):
             val_idx=va,
             test_idx=te,
         )
+
+
+class FMRIReconstructionFsa4(FMRIReconstruction):
+    """The same task on ``fmri-fsa4``: one resting-state run on the fsaverage4 cortical mesh
+    (4,687 vertices, 27,844 mesh edges), cut into 3 time segments that the subject split sends
+    to train / validation / test (one 200-TR window each). Family ``fmri-large``."""
+
+    name = "fmri-reconstruction-fsa4"
+    family = "fmri-large"
+    version = "1.0"
+    default_dataset: ClassVar[dict[str, str]] = {
+        "quick": "fmri-fsa4",
+        "smoke": "fmri-fsa4",
+        "full": "fmri-fsa4",
+    }
+    description = FMRIReconstruction.description + (
+        " On fmri-fsa4: 4,687 cortical vertices of one run, graph = the mesh; the 3 time "
+        "segments of the run take the place of subjects."
+    )

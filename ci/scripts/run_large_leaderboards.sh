@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Run the quick-preset leaderboards of the larger embedded datasets (issue 11): the tasks of
+# families spatial-large (spatial-cycif-lung) and fmri-large (fmri-fsa4), 5 seeds, every
+# default model, in two lanes that share the 2-core CPU (one torch thread each); then copy
+# the records under leaderboards/ and regenerate tables, plots, ANALYSIS.md and the index.
+#   bash ci/scripts/run_large_leaderboards.sh [OUT]        (default OUT=/tmp/lb-large)
+#   ABLATIONS=1 bash ci/scripts/run_large_leaderboards.sh  (also the ablation rows)
+# About 90 min on a 2-core CPU (FIMP-base is most of it; see leaderboards/README.md).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+out=${1:-/tmp/lb-large}
+models=default
+[[ "${ABLATIONS:-0}" == 1 ]] && models=default,ablations
+export OMP_NUM_THREADS=1 PYTHONHASHSEED=0 MPLBACKEND=Agg
+run() { fimp-bench run --seeds 0-4 --no-progress --model "$models" "$@"; }
+lane_a() {
+  run --task spatial-celltype-cycif --out "$out/a"
+  run --task fmri-reconstruction-fsa4 --out "$out/a"
+}
+lane_b() {
+  run --task spatial-expression-cycif --out "$out/b"
+}
+mkdir -p "$out"
+lane_a > "$out.a.log" 2>&1 &
+pa=$!
+lane_b > "$out.b.log" 2>&1 &
+pb=$!
+wait "$pa" "$pb"
+for lane in a b; do
+  for d in "$out/$lane"/*/records; do
+    task=$(basename "$(dirname "$d")")
+    rm -rf "leaderboards/$task/records"
+    mkdir -p "leaderboards/$task/records"
+    cp -r "$d"/. "leaderboards/$task/records/"
+  done
+done
+fimp-bench leaderboard --root leaderboards
