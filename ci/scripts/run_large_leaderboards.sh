@@ -12,13 +12,15 @@ out=${1:-/tmp/lb-large}
 models=default
 [[ "${ABLATIONS:-0}" == 1 ]] && models=default,ablations
 export OMP_NUM_THREADS=1 PYTHONHASHSEED=0 MPLBACKEND=Agg
-run() { fimp-bench run --seeds 0-4 --no-progress --model "$models" "$@"; }
+run() { fimp-bench run --seeds 0-4 --no-progress "$@"; }
+fsa4_baselines=mlp,gcn,gat,graphsage,gin,graph-transformer,gps
 lane_a() {
-  run --task spatial-celltype-cycif --out "$out/a"
-  run --task fmri-reconstruction-fsa4 --out "$out/a"
+  run --task spatial-celltype-cycif --model "$models" --out "$out/a"
+  run --task fmri-reconstruction-fsa4 --model "$fsa4_baselines" --out "$out/a"
 }
 lane_b() {
-  run --task spatial-expression-cycif --out "$out/b"
+  run --task spatial-expression-cycif --model "$models" --out "$out/b"
+  run --task fmri-reconstruction-fsa4 --model "${models/default/fimp-base}" --out "$out/b"
 }
 mkdir -p "$out"
 lane_a > "$out.a.log" 2>&1 &
@@ -26,10 +28,12 @@ pa=$!
 lane_b > "$out.b.log" 2>&1 &
 pb=$!
 wait "$pa" "$pb"
+for task in spatial-celltype-cycif spatial-expression-cycif fmri-reconstruction-fsa4; do
+  rm -rf "leaderboards/$task/records"
+done
 for lane in a b; do
   for d in "$out/$lane"/*/records; do
     task=$(basename "$(dirname "$d")")
-    rm -rf "leaderboards/$task/records"
     mkdir -p "leaderboards/$task/records"
     cp -r "$d"/. "leaderboards/$task/records/"
   done

@@ -1,5 +1,6 @@
-"""The tasks on the larger embedded datasets, chosen with ``dataset=`` / ``--dataset``:
-spatial-cycif-lung (11,201 cells x 9 markers) and fmri-fsa4 (4,687 cortical vertices)."""
+"""The tasks on the larger embedded datasets, chosen with ``dataset=`` / ``--dataset`` or as
+their own task variants (families spatial-large, fmri-large): spatial-cycif-lung (11,201 cells
+x 9 markers) and fmri-fsa4 (4,687 cortical vertices)."""
 
 import json
 
@@ -73,3 +74,33 @@ def test_fmri_reconstruction_on_the_vertex_level_dataset():
     assert g.x.shape == (4687, 40) and g.x.isfinite().all()
     assert g.edge_index.shape == (2, 27844)
     assert g.pos.shape == (4687, 3)
+
+
+@pytest.mark.parametrize(
+    ("variant", "base", "dataset"),
+    [
+        ("spatial-expression-cycif", "spatial-expression", NAME),
+        ("spatial-celltype-cycif", "spatial-celltype", NAME),
+        ("fmri-reconstruction-fsa4", "fmri-reconstruction", "fmri-fsa4"),
+    ],
+)
+def test_task_variants_are_the_base_task_on_the_large_dataset(variant, base, dataset):
+    """A variant is its base task (metrics, objective, masking) on one dataset in every preset,
+    and prepares exactly what ``--task <base> --dataset <name>`` prepares."""
+    v, b = get_task(variant), get_task(base)
+    assert v.family == b.family + "-large"
+    assert {v.dataset_for(p) for p in ("quick", "full", "smoke")} == {dataset}
+    assert (v.metrics, v.primary_metric, v.objective, v.level) == (
+        b.metrics,
+        b.primary_metric,
+        b.objective,
+        b.level,
+    )
+    pv = v.prepare(seed=1, preset=SMOKE)
+    pb = b.prepare(seed=1, preset=SMOKE, dataset=dataset)
+    assert pv.info == pb.info and pv.token_shape == pb.token_shape
+    for gv, gb in zip(pv.graphs[:2], pb.graphs[:2], strict=True):
+        assert gv.x.equal(gb.x) and gv.edge_index.equal(gb.edge_index)
+    spec = v.spec()
+    assert spec["task"] == variant and spec["datasets"]["quick"] == dataset
+    assert dataset in spec["description"]

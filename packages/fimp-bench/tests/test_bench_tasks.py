@@ -16,6 +16,8 @@ def test_families_and_unknown_names():
         "spatial": ["spatial-expression", "spatial-celltype"],
         "fmri": ["fmri-reconstruction"],
         "image": ["image-country", "image-zeroshot", "image-zeroshot-random"],
+        "spatial-large": ["spatial-expression-cycif", "spatial-celltype-cycif"],
+        "fmri-large": ["fmri-reconstruction-fsa4"],
     }
     assert [t.name for t in resolve_tasks("spatial")] == FAMILIES["spatial"]
     with pytest.raises(UnknownNameError, match="valid tasks: spatial-expression"):

@@ -130,9 +130,11 @@ def _cmd_list(args: argparse.Namespace) -> int:
     if args.what == "tasks":
         from fimp_bench.tasks import TASKS
 
+        fw = max(len(t.family) for t in TASKS.values())
+        nw = max(len(t.name) for t in TASKS.values())
         for t in TASKS.values():
             print(
-                f"{t.family:8s} {t.name:22s} v{t.version:5s} {', '.join(t.metrics):18s} "
+                f"{t.family:{fw}s} {t.name:{nw}s} v{t.version:5s} {', '.join(t.metrics):18s} "
                 f"quick: {t.default_dataset['quick']}, full: {t.default_dataset['full']}"
             )
     elif args.what == "models":
@@ -365,6 +367,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     Every error raised on purpose (and any OS error about a file) is one line on stderr, exit
     status 2, no traceback; ``--debug`` shows the traceback instead."""
     args = build_parser().parse_args(argv)
+    if args.func is _cmd_run:
+        from fimp_bench._allocator import keep_heap
+
+        keep_heap()
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -423,7 +423,9 @@ def build_record(
     bf16: bool = False,
 ) -> dict[str, Any]:
     """The schema-valid record of one (task, model, seed); ``task_info.training.precision`` says
-    whether it ran in fp32 or under bf16 autocast."""
+    whether it ran in fp32 or under bf16 autocast, ``task_info.training.allocator`` how the
+    process's malloc was set (:mod:`fimp_bench._allocator`; wall times depend on it)."""
+    from fimp_bench._allocator import allocator_setting
     from fimp_bench.records import SCHEMA_VERSION, environment_info, hardware_string
 
     env = environment_info()
@@ -466,6 +468,7 @@ def build_record(
                 "batch_size": prep.preset.batch_size,
                 "optimizer": "AdamW",
                 "precision": _precision(device, bf16),
+                "allocator": allocator_setting(),
                 **({"overrides": dict(prep.preset.overrides)} if prep.preset.overrides else {}),
             },
         },
