@@ -76,10 +76,9 @@ def test_the_users_own_malloc_settings_win(var, value):
 def test_run_records_the_allocator(tmp_path):
     """``fimp-bench run`` (a real process) applies the setting and the record says so."""
     out = tmp_path / "res"
+    args = "run --task spatial-celltype --model mlp --seeds 0 --preset smoke --device cpu"
     subprocess.run(
-        [sys.executable, "-m", "fimp_bench", "run", "--task", "spatial-celltype"]
-        + ["--model", "mlp", "--seeds", "0", "--preset", "smoke", "--device", "cpu"]
-        + ["--out", str(out), "--no-progress"],
+        [sys.executable, "-m", "fimp_bench", *args.split(), "--out", str(out), "--no-progress"],
         env=_clean_env(),
         capture_output=True,
         check=True,

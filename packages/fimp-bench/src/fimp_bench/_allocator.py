@@ -27,7 +27,12 @@ __all__ = ["HEAP", "allocator_setting", "keep_heap"]
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
-_USER_VARS = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_")
+_USER_VARS = (
+    "MALLOC_MMAP_MAX_",
+    "MALLOC_TRIM_THRESHOLD_",
+    "MALLOC_MMAP_THRESHOLD_",
+    "MALLOC_TOP_PAD_",
+)
 #: the setting recorded when :func:`keep_heap` took effect
 HEAP = "glibc malloc: large blocks from the heap, no trim (fimp-bench default)"
 
