@@ -19,7 +19,12 @@ it (CPU ops are synchronous): tokenizer (``FIMP.tokenize``), projections
 aggregation (``_segment_reduce`` + deferred ``CrossAttention.output``), FFN, other forward (norms,
 W, residuals, head, loss), backward, optimizer.
 
-    python benchmarks/bench_roofline.py            # about two minutes on 2 cores
+Every case runs twice, in two fresh processes: with glibc malloc's defaults and with the heap
+kept as ``fimp-bench run`` keeps it (``fimp_bench._allocator.keep_heap``: large blocks from the
+heap, no trim, so per-edge buffers are not mapped and page-faulted in again every step); the
+last table puts the two side by side. ``--malloc default|heap`` runs one of them.
+
+    python benchmarks/bench_roofline.py            # about four minutes on 2 cores
     python benchmarks/bench_roofline.py --smoke    # tiny sizes, seconds (used by a test)
 """
 
@@ -27,7 +32,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import platform
+import subprocess
+import sys
 import time
 from collections import defaultdict
 
@@ -174,6 +182,7 @@ def conv_case(length: int, num_edges: int, repeats: int, peak: float) -> None:
     seconds = _time(step, repeats)
     flops, times, total = _measure(step)
     rate = flops / seconds
+    _result(f"FIMPConv L={length}", seconds, rate / peak)
     print(
         f"FIMPConv L={length:<3d} E={num_edges:<6d} N={n:<5d} {seconds * 1e3:8.1f} ms  "
         f"{flops / 1e9:7.2f} GFLOP  {rate / 1e9:6.1f} GFLOP/s = {100 * rate / peak:5.1f}% of "
@@ -222,11 +231,42 @@ def task_case(task_name: str, preset, repeats: int, peak: float) -> None:
     seconds = _time(step, repeats)
     flops, times, total = _measure(step, model)
     rate = flops / seconds
+    _result(task_name, seconds, rate / peak)
     print(
         f"{task_name:<21} N={g.num_nodes:<5d} E={g.edge_index.size(1):<6d} step "
         f"{seconds * 1e3:7.1f} ms  {flops / 1e9:6.2f} GFLOP  {rate / 1e9:5.1f} GFLOP/s = "
         f"{100 * rate / peak:4.1f}% of peak\n    {_split_line(times, total)}"
     )
+
+
+def _result(name: str, seconds: float, fraction: float) -> None:
+    """A machine-readable line for the side-by-side table of the parent process."""
+    print(f"RESULT\t{name}\t{seconds!r}\t{fraction!r}")
+
+
+def _both(args: argparse.Namespace) -> None:
+    """Run every case under each allocator setting in a fresh process; then compare."""
+    results: dict[str, dict[str, tuple[float, float]]] = {}
+    for setting in ("default", "heap"):
+        cmd = [sys.executable, os.path.abspath(__file__), "--malloc", setting]
+        cmd += ["--repeats", str(args.repeats)] + (["--smoke"] if args.smoke else [])
+        env = {**os.environ, "FIMP_BENCH_MALLOC": setting}
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+        print(f"== glibc malloc: {setting} ==")
+        for line in out.splitlines():
+            if line.startswith("RESULT\t"):
+                _, name, sec, frac = line.split("\t")
+                results.setdefault(name, {})[setting] = (float(sec), float(frac))
+            else:
+                print(line)
+        print()
+    print("case                    default malloc        heap kept   default/heap")
+    for name, r in results.items():
+        (sd, fd), (sh, fh) = r["default"], r["heap"]
+        print(
+            f"{name:<21} {sd * 1e3:8.1f} ms {100 * fd:4.1f}%  {sh * 1e3:8.1f} ms {100 * fh:4.1f}%"
+            f"  {sd / sh:8.2f}x"
+        )
 
 
 def main() -> None:
@@ -235,8 +275,22 @@ def main() -> None:
     )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (seconds)")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--malloc",
+        choices=("both", "default", "heap"),
+        default="both",
+        help="glibc malloc setting: both (default; two processes, side by side), default, heap",
+    )
     args = parser.parse_args()
+    if args.malloc == "both":
+        _both(args)
+        return
+    from fimp_bench._allocator import allocator_setting, keep_heap
     from fimp_bench.tasks import get_preset
+
+    if args.malloc == "heap":
+        keep_heap()
+    print(f"allocator: {allocator_setting()}")
 
     repeats = 1 if args.smoke else args.repeats
     size = 256 if args.smoke else 2048
