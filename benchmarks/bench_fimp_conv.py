@@ -8,6 +8,12 @@ Forward + backward, on the CPU unless --device cuda, d = 64, 4 heads, N = E / 8 
 - ``sdpa``       one bare SDPA call over pre-gathered Q/K/V [E, heads, L, d/heads] (the floor)
 - ``transformerconv`` / ``gatconv``  PyG layers on the flattened node vector (width L*d, 4 heads)
 
+Then the neighbour-grouped path against the per-edge path (``FIMPConv(attention_path=...)``), on
+kNN-like graphs (every node has 7 in-edges: no padded neighbour slots) and on the random graphs
+above (uneven in-degree, padded slots), L in {4, 9, 16, 32, 64}: ``per-edge/grouped`` > 1 means
+grouped is faster; ``auto`` is the path ``attention_path="auto"`` takes for that shape.
+``--keep-heap`` first applies fimp-bench's malloc setting (``fimp_bench._allocator``).
+
 Then peak memory (median of 3 fresh subprocesses per point, Linux: peak RSS (VmHWM, reset after a warm-up) above
 the RSS before the call) of FIMPConv forward +
 backward with and without edge chunking as E grows at fixed N.
@@ -120,6 +126,43 @@ def speed(lengths, edges, repeats, device) -> None:
             )
 
 
+def grouped(lengths, nodes: int, repeats: int, device: str) -> None:
+    print(
+        f"\n== neighbour-grouped vs per-edge attention, forward+backward (median of {repeats}, "
+        f"ms), N={nodes}, d={DIM}, heads={HEADS} =="
+    )
+    print(
+        f"{'graph':>10} {'L':>3} {'E':>7} {'per-edge':>10} {'grouped':>10} "
+        f"{'per-edge/grouped':>17} {'auto':>9}"
+    )
+    for graph in ("knn-7", "random"):
+        torch.manual_seed(0)
+        if graph == "random":
+            edge_index = torch.randint(0, nodes, (2, 7 * nodes), device=device)
+        else:
+            src = torch.randint(0, nodes, (7 * nodes,), device=device)
+            edge_index = torch.stack([src, torch.arange(nodes, device=device).repeat_interleave(7)])
+        for length in lengths:
+            x = torch.randn(nodes, length, DIM, device=device)
+            t = {}
+            for path in ("per-edge", "grouped"):
+                conv = FIMPConv(DIM, HEADS, attention_path=path).to(device)
+
+                def step(conv=conv, x=x, edge_index=edge_index):
+                    inp = x.detach().requires_grad_(True)
+                    conv(inp, edge_index).sum().backward()
+
+                t[path] = _time(step, repeats)
+            order = torch.sort(edge_index[1], stable=True).indices
+            taken = FIMPConv(DIM, HEADS)._neighbour_groups(x, *edge_index[:, order])
+            auto = "per-edge" if taken is None else "grouped"
+            print(
+                f"{graph:>10} {length:>3} {edge_index.size(1):>7} {1e3 * t['per-edge']:>10.1f} "
+                f"{1e3 * t['grouped']:>10.1f} {t['per-edge'] / t['grouped']:>17.2f} {auto:>9}",
+                flush=True,
+            )
+
+
 _MEM_CHILD = """
 import torch
 from fimp.nn import FIMPConv
@@ -186,7 +229,17 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (seconds)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--keep-heap", action="store_true", help="apply fimp-bench's glibc malloc setting first"
+    )
+    parser.add_argument(
+        "--only-grouped", action="store_true", help="run only the grouped vs per-edge section"
+    )
     args = parser.parse_args()
+    if args.keep_heap:
+        from fimp_bench._allocator import keep_heap
+
+        keep_heap()
     print(
         json.dumps(
             {
@@ -195,15 +248,21 @@ def main() -> None:
                 "machine": platform.machine(),
                 "processor": platform.processor() or platform.platform(),
                 "device": args.device,
+                "keep_heap": args.keep_heap,
             }
         )
     )
     if args.smoke:
         speed([4], [64], 1, args.device)
+        grouped([4, 20], 40, 1, args.device)
         memory(4, 16, [64, 256], 32)
+        return
+    if args.only_grouped:
+        grouped([4, 9, 16, 32, 64], 4_000, args.repeats, args.device)
         return
     speed([16, 64], [4_000, 16_000], args.repeats, args.device)
     speed([16], [64_000], 1, args.device)
+    grouped([4, 9, 16, 32, 64], 4_000, args.repeats, args.device)
     memory(16, 2_000, [20_000, 40_000, 80_000, 160_000], 4_096)
 
 

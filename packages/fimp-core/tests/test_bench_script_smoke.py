@@ -18,3 +18,11 @@ def test_benchmark_smoke_run_prints_every_case():
     for name in ("fimp", "explicit", "ampnet", "sdpa", "transformerconv", "gatconv", "ampnet/fimp"):
         assert name in out
     assert "growth E=64->256" in out
+    rows = [ln.split() for ln in out.splitlines() if ln.lstrip().startswith(("knn", "random"))]
+    # (graph, L) for both graphs and both lengths; auto is grouped only for few tokens, no padding
+    assert [(r[0], r[1], r[-1]) for r in rows] == [
+        ("knn-7", "4", "grouped"),
+        ("knn-7", "20", "per-edge"),
+        ("random", "4", "per-edge"),
+        ("random", "20", "per-edge"),
+    ]

@@ -15,6 +15,7 @@ from reference_fimp import ref_cross_attention, ref_fimp_conv
 
 from fimp.errors import ConfigError, GraphError, NonFiniteError, ShapeError
 from fimp.nn import CrossAttention, FIMPConv, MessageCreator
+from fimp.nn.fimp_conv import GROUPED_MAX_TOKENS
 
 ATOL = 1e-5
 
@@ -57,9 +58,96 @@ def _compare(conv: FIMPConv, x, edge_index, mask):
 @pytest.mark.parametrize("padded", [False, True])
 def test_fast_path_matches_reference(aggr, chunk, padded):
     torch.manual_seed(1)
-    conv = FIMPConv(8, heads=2, aggr=aggr, edge_chunk_size=chunk, chunk_memory_mb=0.001)
+    conv = FIMPConv(
+        8,
+        heads=2,
+        aggr=aggr,
+        edge_chunk_size=chunk,
+        chunk_memory_mb=0.001,
+        attention_path="per-edge",
+    )
     x, edge_index, mask = _graph(padded=padded)
     _compare(conv, x, edge_index, mask)
+
+
+def _uses_grouped(conv: FIMPConv, monkeypatch) -> list[int]:
+    """Count calls of the grouped path (to show which path a case took)."""
+    calls: list[int] = []
+    real = conv.message.grouped_context
+
+    def spy(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(conv.message, "grouped_context", spy)
+    return calls
+
+
+@pytest.mark.parametrize("aggr", ["mean", "sum"])
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("combine", ["add", None])
+def test_grouped_path_matches_reference(aggr, padded, combine, monkeypatch):
+    """Neighbour-grouped attention on a graph with duplicate edges, self-loops, a node without
+    in-edges, an isolated node, a node without real tokens and uneven in-degrees (padded
+    neighbour slots): values and gradients equal the reference."""
+    torch.manual_seed(2)
+    conv = FIMPConv(8, heads=2, aggr=aggr, combine=combine, attention_path="grouped")
+    calls = _uses_grouped(conv, monkeypatch)
+    x, edge_index, mask = _graph(padded=padded)
+    _compare(conv, x, edge_index, mask)
+    assert calls
+
+
+def test_grouped_path_on_uniform_degree_graph_and_the_auto_dispatch(monkeypatch):
+    """A kNN-like graph (every node has k in-edges: no padded slots): grouped equals per-edge;
+    ``auto`` takes the grouped path for few tokens on the CPU and the per-edge path for many
+    tokens, for max, with attention weights, or with a skewed in-degree."""
+    torch.manual_seed(3)
+    n, k = 30, 4
+    src = torch.randint(0, n, (n * k,))
+    edge_index = torch.stack([src, torch.arange(n).repeat_interleave(k)])
+    perm = torch.randperm(edge_index.size(1))
+    edge_index = edge_index[:, perm]
+    for length, expect in ((5, True), (GROUPED_MAX_TOKENS + 1, False)):
+        x = torch.randn(n, length, 8)
+        a = FIMPConv(8, heads=2, attention_path="per-edge")
+        b = FIMPConv(8, heads=2)  # auto
+        b.load_state_dict(a.state_dict())
+        calls = _uses_grouped(b, monkeypatch)
+        xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+        oa, ob = a(xa, edge_index), b(xb, edge_index)
+        assert bool(calls) is expect
+        torch.testing.assert_close(ob, oa, atol=ATOL, rtol=1e-5)
+        oa.square().sum().backward()
+        ob.square().sum().backward()
+        torch.testing.assert_close(xb.grad, xa.grad, atol=ATOL, rtol=1e-5)
+        for pa, pb in zip(a.parameters(), b.parameters()):
+            torch.testing.assert_close(pb.grad, pa.grad, atol=ATOL, rtol=1e-5)
+    x = torch.randn(n, 5, 8)
+    for conv, ei, kw in (
+        (FIMPConv(8, heads=2, aggr="max"), edge_index, {}),
+        (FIMPConv(8, heads=2), edge_index, {"return_attention_weights": True}),
+        # one hub with n in-edges: padding every target to n slots would be mostly padding
+        (FIMPConv(8, heads=2), torch.cat([edge_index, torch.stack([src[:n], src[:n] * 0])], 1), {}),
+        (FIMPConv(8, heads=2, edge_chunk_size=7), edge_index, {}),
+    ):
+        calls = _uses_grouped(conv, monkeypatch)
+        conv(x, ei, **kw)
+        assert not calls
+
+
+def test_grouped_path_dropout_keeps_the_expectation():
+    """Attention dropout on the grouped path is inverted dropout on the block probabilities:
+    averaged over draws, the output approaches the dropout-free one."""
+    torch.manual_seed(4)
+    x, edge_index, mask = _graph(padded=True)
+    conv = FIMPConv(8, heads=2, dropout=0.3, attention_path="grouped")
+    conv.eval()
+    clean = conv(x, edge_index, token_mask=mask)
+    conv.train()
+    draws = torch.stack([conv(x, edge_index, token_mask=mask) for _ in range(4000)])
+    assert not torch.allclose(draws[0], clean, atol=1e-4)
+    torch.testing.assert_close(draws.mean(0), clean, atol=0.05, rtol=0.05)
 
 
 def _plain_chunks(fn, bounds, src_s, dst_s, mask, n_params, *tensors):
@@ -387,6 +475,24 @@ def test_bad_config_raises_typed_errors():
         FIMPConv(8, 2, edge_chunk_size=0)
     with pytest.raises(ConfigError, match="MessageCreator"):
         FIMPConv(8, 2, message=torch.nn.Linear(8, 8))
+    with pytest.raises(ConfigError, match="attention_path must be one of"):
+        FIMPConv(8, 2, attention_path="fused")
+    with pytest.raises(ConfigError, match="aggr='max' needs attention_path='per-edge'"):
+        FIMPConv(8, 2, aggr="max", attention_path="grouped")
+    with pytest.raises(ConfigError, match="use edge_chunk_size=None"):
+        FIMPConv(8, 2, edge_chunk_size=64, attention_path="grouped")
+
+    class NoGroups(MessageCreator):
+        dim, heads = 8, 1
+
+        def prepare(self, x, token_mask):
+            return (), (x,)
+
+        def edge_messages(self, target_state, source_state, query_mask, key_mask, **_):
+            return source_state[0]
+
+    with pytest.raises(ConfigError, match="NoGroups has none"):
+        FIMPConv(8, message=NoGroups(), attention_path="grouped")
     with pytest.raises(ShapeError, match="batch size"):
         CrossAttention(8, 2)(torch.randn(2, 3, 8), torch.randn(3, 3, 8))
 

@@ -113,6 +113,54 @@ class CrossAttention(MessageCreator):
         k, v = source_state
         return self._attend(q, k, v, query_mask, key_mask, return_attention, apply_output)
 
+    def grouped_context(
+        self,
+        target_state: State,
+        source_state: State,
+        query_mask: Tensor,
+        key_mask: Tensor,
+        block_live: Tensor,
+    ) -> Tensor:
+        r"""Neighbour-grouped attention: the sum over each target's neighbours of the per-edge
+        contexts (before ``out_proj``), computed as one [L, D*L] product per target.
+
+        For target t with neighbour blocks j = 1..D (padded to the largest in-degree D):
+        :math:`\sum_j \mathrm{softmax}_j(Q_t K_j^\top / \sqrt{d_h}) V_j`, the softmax taken over
+        each block's own keys; the sum over j is the single product :math:`[P_1 \dots P_D]
+        [V_1; \dots; V_D]`, so Q_t is read once instead of once per edge and no per-edge output
+        is written or reduced. Equal to the segment sum of ``edge_messages(...,
+        apply_output=False)`` over the same edges.
+
+        Args:
+            target_state: ``(Q,)`` of the targets, [T, L_q, h, d_h].
+            source_state: ``(K, V)`` of the neighbour slots, [T, D * L_k, h, d_h] (slot-major).
+            query_mask: [T, L_q] bool; key_mask: [T, D, L_k] bool (True = real token).
+            block_live: [T, D] bool: the slot holds an edge whose source has a real token.
+
+        Returns:
+            [T, L_q, d]; padded query rows and targets without a live block are zero.
+        """
+        (q,) = target_state
+        k, v = source_state
+        t, lq = q.shape[:2]
+        d_blocks, lk = key_mask.shape[1:]
+        scores = torch.matmul(q.transpose(1, 2), k.permute(0, 2, 3, 1)) / math.sqrt(self.head_dim)
+        scores = scores.view(t, self.heads, lq, d_blocks, lk)
+        if not bool(key_mask.all()):
+            # a block without a real key attends to its padding; block_live zeroes it below
+            safe = key_mask | ~key_mask.any(dim=-1, keepdim=True)
+            scores = scores.masked_fill(~safe[:, None, None], float("-inf"))
+        attn = torch.softmax(scores, dim=-1)
+        if not bool(block_live.all()):
+            attn = attn * block_live[:, None, None, :, None].to(attn.dtype)
+        if self.training and self.dropout > 0:
+            attn = F.dropout(attn, p=self.dropout)
+        ctx = torch.matmul(attn.view(t, self.heads, lq, d_blocks * lk), v.transpose(1, 2))
+        out = ctx.transpose(1, 2).reshape(t, lq, self.dim)
+        if not bool(query_mask.all()):
+            out = out * query_mask.unsqueeze(-1).to(out.dtype)
+        return out
+
     def output(self, context: Tensor, row_weight: Tensor) -> Tensor:
         """``out_proj`` of a sum of contexts: ``context`` [N, L, d] = sum_j w_j c_j over edges, and
         ``row_weight`` [N, L] = sum_j w_j over the edges whose row is live; the bias is scaled by it."""

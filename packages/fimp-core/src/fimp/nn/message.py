@@ -15,6 +15,11 @@ creator splits that work so that everything that depends on one node only is don
    layer's for stacked creators) when ``return_attention=True``. Rows of a query token whose source
    has no valid token are zero; so are padded query rows.
 
+3. Optional, ``grouped_context(target_state_t, source_state_g, query_mask, key_mask, block_live)``:
+   the neighbour-grouped form (``FIMPConv(attention_path=...)``): states gathered per target [T, ...]
+   and per neighbour slot [T, D * L, ...], returning each target's summed contexts [T, L_q, d]
+   (for creators with ``linear_output``; see :meth:`fimp.nn.CrossAttention.grouped_context`).
+
 ``FIMPConv`` does the gathering, edge chunking (with recomputation in backward), aggregation and
 combination; a creator never sees the graph.
 """
