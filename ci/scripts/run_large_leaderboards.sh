@@ -5,7 +5,8 @@
 # the records under leaderboards/ and regenerate tables, plots, ANALYSIS.md and the index.
 #   bash ci/scripts/run_large_leaderboards.sh [OUT]        (default OUT=/tmp/lb-large)
 #   ABLATIONS=1 bash ci/scripts/run_large_leaderboards.sh  (also the ablation rows)
-# About 90 min on a 2-core CPU (FIMP-base is most of it; see leaderboards/README.md).
+# About 4 hours on a 2-core CPU: GPS (global attention over 11,201 cells, ~30 min per tuned
+# seed) and FIMP-base are most of it. Re-running resumes from the records under leaderboards/.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${1:-/tmp/lb-large}
@@ -23,6 +24,15 @@ lane_b() {
   run --task fmri-reconstruction-fsa4 --model "${models/default/fimp-base}" --out "$out/b"
 }
 mkdir -p "$out"
+# resume: seeds already committed under leaderboards/ (same configuration) are skipped
+for task in spatial-celltype-cycif spatial-expression-cycif fmri-reconstruction-fsa4; do
+  if [[ -d "leaderboards/$task/records" ]]; then
+    for lane in a b; do
+      mkdir -p "$out/$lane/$task/records"
+      cp -rn "leaderboards/$task/records"/. "$out/$lane/$task/records/"
+    done
+  fi
+done
 lane_a > "$out.a.log" 2>&1 &
 pa=$!
 lane_b > "$out.b.log" 2>&1 &
