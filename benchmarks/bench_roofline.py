@@ -15,7 +15,8 @@ sparse one-hot gather / scatter matmuls as dense and does not see the CPU flash-
 
 The phase split times each phase with a wall clock around the library functions that implement
 it (CPU ops are synchronous): tokenizer (``FIMP.tokenize``), projections
-(``CrossAttention.prepare``), gather (``gather_rows``), attention (``CrossAttention._attend``),
+(``CrossAttention.prepare``), gather (``gather_rows``), attention (``CrossAttention._attend`` or, on the grouped path,
+``CrossAttention.grouped_context``),
 aggregation (``_segment_reduce`` + deferred ``CrossAttention.output``), FFN, other forward (norms,
 W, residuals, head, loss), backward, optimizer.
 
@@ -111,6 +112,7 @@ class Instrument:
         self._wrap(cross_attention.CrossAttention, "prepare", "projections")
         self._wrap(fimp_conv, "gather_rows", "gather")
         self._wrap(cross_attention.CrossAttention, "_attend", "attention")
+        self._wrap(cross_attention.CrossAttention, "grouped_context", "attention")
         self._wrap(fimp_conv, "_segment_reduce", "aggregation")
         self._wrap(cross_attention.CrossAttention, "output", "aggregation")
         self._wrap(FIMPConv, "forward", None, count=self._count_conv)
