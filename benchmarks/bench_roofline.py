@@ -5,6 +5,13 @@ dense fp32 matmul peak measured in the same run, and where the time goes.
 2. FIMPConv alone, forward + backward, d = 64, 4 heads, N = E / 8 nodes, L in {16, 64, 196}.
 3. One FIMP-base training step (forward + backward + AdamW) on each quick task's real data, with
    the bench's default fimp-base config (node tasks: the full graph; fmri: one batch of graphs).
+4. The bound: per FIMPConv case, the attention kernel alone (one bare SDPA call, forward +
+   backward, over pre-gathered per-edge Q/K/V [E, 4, L, 16], the shapes the layer attends with)
+   and its fraction of the peak. A layer whose attention FLOPs ran at that rate and whose other
+   FLOPs (projections) ran at the full matmul peak would reach the printed ``ceiling``: the
+   fraction of the peak that FIMPConv cannot exceed without a faster attention kernel. With a
+   head dimension of 16 each per-edge product is [L, 16] x [16, L]: too little work per byte for
+   the matmul units, so the ceiling is far below 100%.
 
 FLOPs are counted analytically from the shapes each FIMPConv and FFN actually sees (a hook
 records N, L, E per call): per FIMPConv forward ``10 N L d^2`` (Q, K, V, deferred W_O and W)
@@ -189,6 +196,32 @@ def conv_case(length: int, num_edges: int, repeats: int, peak: float) -> None:
         f"FIMPConv L={length:<3d} E={num_edges:<6d} N={n:<5d} {seconds * 1e3:8.1f} ms  "
         f"{flops / 1e9:7.2f} GFLOP  {rate / 1e9:6.1f} GFLOP/s = {100 * rate / peak:5.1f}% of "
         f"peak  | {_split_line(times, total)}"
+    )
+    attention_ceiling(length, num_edges, flops, repeats, peak)
+
+
+def attention_ceiling(length: int, num_edges: int, layer_flops: float, repeats: int, peak: float):
+    """The bare attention kernel at the layer's shapes and the layer fraction it allows."""
+    heads, head_dim = 4, 16
+    q, k, v = (
+        torch.randn(num_edges, heads, length, head_dim, requires_grad=True) for _ in range(3)
+    )
+
+    def step():
+        for t in (q, k, v):
+            t.grad = None
+        F.scaled_dot_product_attention(q, k, v).sum().backward()
+
+    seconds = _time(step, repeats)
+    attn_flops = 3 * 4 * num_edges * length**2 * heads * head_dim  # forward + 2x backward
+    attn_rate = attn_flops / seconds
+    best_time = attn_flops / attn_rate + (layer_flops - attn_flops) / peak
+    ceiling = layer_flops / best_time / peak
+    print(
+        f"    bound: bare SDPA fwd+bwd [E, {heads}, {length}, {head_dim}] {seconds * 1e3:8.1f} ms "
+        f"{attn_rate / 1e9:6.1f} GFLOP/s = {100 * attn_rate / peak:5.1f}% of peak; attention is "
+        f"{100 * attn_flops / layer_flops:.0f}% of the layer's FLOPs, so the layer's ceiling is "
+        f"{100 * ceiling:5.1f}% of peak"
     )
 
 

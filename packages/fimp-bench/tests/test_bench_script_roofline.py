@@ -27,6 +27,10 @@ def test_roofline_benchmark_smoke_run_prints_peak_fractions_and_phase_splits():
         lines = block.splitlines()
         conv = [ln for ln in lines if ln.startswith("FIMPConv L=") and "GFLOP" in ln]
         assert len(conv) == 2 and all("% of peak" in ln and "backward" in ln for ln in conv)
+        bounds = [ln for ln in lines if ln.strip().startswith("bound: bare SDPA")]
+        assert len(bounds) == 2 and all(
+            re.search(r"ceiling is +[0-9.]+% of peak", b) for b in bounds
+        )
         for task in tasks:
             i = next(i for i, ln in enumerate(lines) if ln.startswith(task))
             split = lines[i + 1]
