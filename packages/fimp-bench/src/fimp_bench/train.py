@@ -3,11 +3,10 @@
 One explicit loop, no framework. Per (task, model, seed): for each configuration of the model's
 tuning grid (the preset's ``tuning_budget``, the same for every model) the model is initialised
 from the seed, trained with AdamW up to ``max_epochs`` with early stopping on the task's primary
-validation metric (``patience`` epochs, never before ``min_epochs``; the quick preset sets
-``min_epochs = max_epochs``, so it trains the whole budget), and the best-validation checkpoint is
-kept. The trial with
-the best validation metric is evaluated on the test split. Node-level tasks train full-batch (all
-training nodes in one step) in one process; under DDP each rank trains on k-hop subgraphs of its
+validation metric (``patience`` epochs, never before ``min_epochs``; there is no learning-rate
+schedule, so a trial that stops early does not depend on ``max_epochs``), and the
+best-validation checkpoint is kept. The trial with the best validation metric is evaluated on
+the test split. Node-level tasks train full-batch (all training nodes in one step) in one process; under DDP each rank trains on k-hop subgraphs of its
 share of the training nodes (see :mod:`fimp_bench.distributed`), which gives the same gradient.
 """
 
