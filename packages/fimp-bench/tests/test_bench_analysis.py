@@ -248,3 +248,26 @@ def test_smoke_records_board_still_generates(smoke_records, tmp_path):
     assert root / "ANALYSIS.md" in written
     check(root)
     assert json.loads(next(root.rglob("seed-0.json")).read_text())["task"] == TASK
+
+
+def test_trials_at_epoch_cap_column(smoke_records, tmp_path):
+    """Every trial behind a row (both trials of each record here) that ran to its record's
+    epoch cap is counted; records under another cap say theirs; zero-shot rows get a dash."""
+    from fimp_bench.analysis import analysis_page
+
+    base = smoke_records[1][0]
+    recs = []
+    for model, accs in ACC.items():
+        for seed, acc in zip(SEEDS, accs):
+            r = _record(base, model, seed, acc)  # each trial ran 8 + 2 * seed epochs
+            r["task_info"]["training"]["max_epochs"] = 20 if (model, seed) == ("gcn", 4) else 12
+            recs.append(r)
+    page, _ = analysis_page({TASK: recs}, [TASK])
+    assert "Trials at epoch cap" in page
+    assert _row(page, "fimp-base")[-1] == "6/10 at 12"  # seeds 2, 3, 4 reach 12 epochs
+    assert _row(page, "gcn")[-1] == "4/10 at 12/20"  # seed 4 ran 16 of its 20
+    old = copy.deepcopy(recs)
+    for r in old:
+        del r["task_info"]["training"]
+    page, _ = analysis_page({TASK: old}, [TASK])
+    assert _row(page, "fimp-base")[-1] == "—"

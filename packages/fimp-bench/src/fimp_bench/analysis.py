@@ -118,6 +118,29 @@ def _curve(record: dict[str, Any]) -> list[float] | None:
     return [float("nan") if v is None else float(v) for v in val]
 
 
+def _trial_runs(record: dict[str, Any]) -> tuple[int | None, list[int]]:
+    """The record's epoch cap (``task_info.training.max_epochs``) and the epochs each of its
+    trials ran (``tuning["trials"][i]["epochs_run"]``: every tuning trial on the tuned seed, the
+    selected one on the others); ``(None, [])`` for zero-shot or older records."""
+    training = record.get("task_info", {}).get("training")
+    cap = training.get("max_epochs") if isinstance(training, dict) else None
+    tuning = record.get("tuning")
+    trials = tuning.get("trials") if isinstance(tuning, dict) else None
+    if record.get("mode") == "zero-shot" or not _number(cap) or not isinstance(trials, list):
+        return None, []
+    runs = [t.get("epochs_run") for t in trials if isinstance(t, dict)]
+    return int(cap), [int(e) for e in runs if _number(e)]
+
+
+def _at_cap(m: dict[str, Any]) -> str:
+    """``k/T at E`` for a model's row: k of its T trials ran to the epoch cap E."""
+    if not m["trials"]:
+        return "—"
+    hit = sum(e >= cap for e, cap in m["trials"])
+    caps = "/".join(str(c) for c in sorted(m["caps"]))
+    return f"{hit}/{len(m['trials'])} at {caps}"
+
+
 def _sections(task: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One section per (preset, fill, mode) of one task's records that has ``fimp-base`` rows."""
     from fimp_bench.tasks import TASKS
@@ -132,12 +155,18 @@ def _sections(task: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         models: dict[str, dict[str, Any]] = {}
         for r in rs:  # records come sorted by path; a duplicate (model, seed) keeps the first
             name = r["model"]["name"]
-            m = models.setdefault(name, {"values": {}, "curves": {}, "external": False})
+            m = models.setdefault(
+                name, {"values": {}, "curves": {}, "external": False, "caps": set(), "trials": []}
+            )
             m["external"] = m["external"] or bool(r["model"]["external_weights"])
             v = r["metrics"]["test"].get(primary)
             if r["seed"] in m["values"] or not _number(v):
                 continue
             m["values"][r["seed"]] = float(v)
+            cap, runs = _trial_runs(r)
+            if cap is not None:
+                m["caps"].add(cap)
+                m["trials"] += [(e, cap) for e in runs]
             curve = _curve(r)
             if curve is not None:
                 m["curves"][r["seed"]] = curve
@@ -178,7 +207,7 @@ def _section_md(s: dict[str, Any]) -> list[str]:
     lines.append(f"Primary metric: test {mname} ({direction} is better).")
     lines.append("")
     head = ["model", "role", f"test {mname} (mean ± std)", "N", "Δ vs fimp-base"]
-    head += ["paired t-test p", "Wilcoxon p", "shared seeds"]
+    head += ["paired t-test p", "Wilcoxon p", "shared seeds", "trials at epoch cap"]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "|".join("---" for _ in head) + "|")
     comparisons = {}
@@ -199,6 +228,7 @@ def _section_md(s: dict[str, Any]) -> list[str]:
             comparisons[name] = c
             diff = "n/a" if math.isnan(c["diff"]) else f"{c['diff']:+.4f}"
             cells += [diff, _p(c["t_p"]), _p(c["w_p"]), str(c["n"])]
+        cells.append(_at_cap(m))
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     best = s["best_gnn"]
@@ -345,7 +375,12 @@ def analysis_page(
         "preset and fill (the pairing holds within one); quick-preset rows are CPU numbers on "
         "the small embedded datasets, not paper-scale results. Generated from the records by "
         "`fimp-bench leaderboard` and checked by `fimp-bench leaderboard --check`; per-task "
-        "tables: [README.md](README.md)."
+        "tables: [README.md](README.md). *Trials at epoch cap*: of every trial behind a row "
+        "(the tuning trials on the tuned seed, the selected configuration on the others), how "
+        "many ran to the preset's epoch cap instead of being stopped by early stopping, i.e. "
+        "were still improving on validation within their last `patience` epochs: rows with "
+        "many such trials are not converged by that criterion and may be under-trained. Records "
+        "written under an older preset carry their own cap (shown after *at*)."
     )
     lines.append("")
     lines.append("Roles:")
