@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Re-run every quick-preset leaderboard row (5 seeds) into a fresh folder, in two lanes that
 # share the 2-core CPU (one torch thread each), then replace the records under leaderboards/
-# and regenerate tables, plots, ANALYSIS.md and the index.
+# of the tasks it ran (the larger tasks' stay: run_large_leaderboards.sh) and regenerate tables,
+# plots, ANALYSIS.md and the index.
 #   bash ci/scripts/rerun_quick_leaderboards.sh [OUT]     (default OUT=/tmp/lb-rerun)
 # A single row: fimp-bench run --task <task> --model <model> --seeds 0-4 --out <dir>
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source ci/scripts/replace_records.sh
 out=${1:-/tmp/lb-rerun}
 export OMP_NUM_THREADS=1 PYTHONHASHSEED=0 MPLBACKEND=Agg
 run() { fimp-bench run --seeds 0-4 --no-progress "$@"; }
@@ -27,12 +29,5 @@ pa=$!
 lane_b > "$out.b.log" 2>&1 &
 pb=$!
 wait "$pa" "$pb"
-rm -rf leaderboards/*/records
-for lane in a b; do
-  for d in "$out/$lane"/*/records; do
-    task=$(basename "$(dirname "$d")")
-    mkdir -p "leaderboards/$task/records"
-    cp -r "$d"/. "leaderboards/$task/records/"
-  done
-done
+replace_records "$out"
 fimp-bench leaderboard --root leaderboards

@@ -9,6 +9,7 @@
 # seed) and FIMP-base are most of it. Re-running resumes from the records under leaderboards/.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source ci/scripts/replace_records.sh
 out=${1:-/tmp/lb-large}
 models=default
 [[ "${ABLATIONS:-0}" == 1 ]] && models=default,ablations
@@ -38,14 +39,5 @@ pa=$!
 lane_b > "$out.b.log" 2>&1 &
 pb=$!
 wait "$pa" "$pb"
-for task in spatial-celltype-cycif spatial-expression-cycif fmri-reconstruction-fsa4; do
-  rm -rf "leaderboards/$task/records"
-done
-for lane in a b; do
-  for d in "$out/$lane"/*/records; do
-    task=$(basename "$(dirname "$d")")
-    mkdir -p "leaderboards/$task/records"
-    cp -r "$d"/. "leaderboards/$task/records/"
-  done
-done
+replace_records "$out"
 fimp-bench leaderboard --root leaderboards
