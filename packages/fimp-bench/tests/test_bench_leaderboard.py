@@ -109,6 +109,17 @@ def test_protocol_column():
     assert _protocol(rec(mode="zero-shot")) == "no training"
 
 
+def test_index_says_each_tasks_training_protocol(board):
+    """The index names the protocol the records were trained under (smoke: 2 epochs, patience
+    2), so a task left under an older preset is visible at a glance."""
+    root, _ = board
+    (row,) = [
+        ln for ln in (root / "README.md").read_text().splitlines() if "spatial-celltype" in ln
+    ]
+    assert row.endswith("| smoke: 0-2 ep, patience 2 |")
+    assert "| training |" in (root / "README.md").read_text()
+
+
 def test_rows_from_two_datasets_get_a_dataset_column(board):
     """A folder whose records come from two datasets (one model run with ``--dataset``) says which
     dataset each row is, in the table, the CSV and the plot labels; one dataset: no column."""

@@ -293,18 +293,22 @@ def _index(summaries: dict[str, list[dict[str, Any]]]) -> str:
     )
     lines.append("")
     lines.append(
-        "| family | task | primary metric | best model (test, mean ± std) | models | seeds per model |"
+        "| family | task | primary metric | best model (test, mean ± std) | models | seeds per model "
+        "| training |"
     )
-    lines.append("|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|")
     for name, rows in summaries.items():
         t = TASKS.get(name)
         best = rows[0]
         mu, sd = best["test"][best["primary"]]
         seeds = sorted({r["n_seeds"] for r in rows})
+        # the records' own protocols: a task run under an older preset says so here
+        protocols = "; ".join(sorted({f"{r['preset']}: {r['protocol']}" for r in rows}))
         lines.append(
             f"| {t.family if t else '?'} | [{name}]({name}/README.md) | "
             f"{_METRIC_NAMES.get(best['primary'], best['primary'])} | `{best['model']}` "
-            f"{_fmt(mu)} ± {_fmt(sd)} | {len(rows)} | {', '.join(map(str, seeds))} |"
+            f"{_fmt(mu)} ± {_fmt(sd)} | {len(rows)} | {', '.join(map(str, seeds))} | "
+            f"{protocols} |"
         )
     lines.append("")
     return "\n".join(lines)
