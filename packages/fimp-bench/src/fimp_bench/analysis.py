@@ -44,6 +44,9 @@ ROLES: dict[str, str] = {
     "fimp-base-pooled": (
         "ablation: one mean-pooled token per node (cross-attention degenerates to one key)"
     ),
+    "fimp-base-mimetic": (
+        "variant: fimp-base with mimetic q/k initialisation (W_K = W_Q at init), same search space"
+    ),
     "gcn-tokenmean": "ablation: GCN fed the mean of the learned tokens instead of the raw vector",
     "graphsage-tokenmean": (
         "ablation: GraphSAGE fed the mean of the learned tokens instead of the raw vector"

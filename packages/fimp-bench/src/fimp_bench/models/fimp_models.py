@@ -80,7 +80,8 @@ class FIMPBenchModel(_TokenInputs):
 
     Config keys beyond the optimiser's: ``dim``, ``layers``, ``heads``, ``dropout``,
     ``attn_dropout``, ``self_loops``, ``block`` (``plain`` = the paper's ``W(H + M)``;
-    ``prenorm`` = pre-norm residual blocks), ``ffn_ratio``, ``layer_scale``, and the ablation
+    ``prenorm`` = pre-norm residual blocks), ``ffn_ratio``, ``layer_scale``, ``qk_init``
+    (``xavier`` / ``mimetic``), and the ablation
     switches ``messages`` (``graph``; ``self`` = every node attends only to its own tokens, no
     cross-node message) and ``pool_tokens`` (one mean-pooled token per node).
     """
@@ -111,6 +112,7 @@ class FIMPBenchModel(_TokenInputs):
             ffn_ratio=float(cfg.get("ffn_ratio", 0.0)) if block == "prenorm" else 0.0,
             layer_scale=None if cfg.get("layer_scale") is None else float(cfg["layer_scale"]),
             pool_tokens=bool(cfg.get("pool_tokens", False)),
+            qk_init=str(cfg.get("qk_init", "xavier")),
         )
 
     def forward(self, data) -> dict[str, torch.Tensor]:
@@ -167,7 +169,13 @@ def _token_mean_builder(kind: str):
 
 
 #: FIMP-base and its ablations: (registry name, config name, description)
-_FIMP_VARIANTS = ("fimp-base", "fimp-base-plain", "fimp-base-nomsg", "fimp-base-pooled")
+_FIMP_VARIANTS = (
+    "fimp-base",
+    "fimp-base-plain",
+    "fimp-base-nomsg",
+    "fimp-base-pooled",
+    "fimp-base-mimetic",
+)
 #: PyG baselines that also get a token-mean variant (``<kind>-tokenmean``)
 TOKEN_MEAN_KINDS = ("gcn", "graphsage", "graph-transformer")
 

@@ -84,6 +84,11 @@ class FIMP(nn.Module):
         block: ``"plain"`` or ``"prenorm"`` (see above).
         ffn_ratio: hidden width of the per-token feed-forward block as a multiple of ``dim``
             (``"prenorm"`` only; 0 = no feed-forward block).
+        qk_init: initialisation of the default cross-attention's query/key projections
+            (:class:`~fimp.nn.CrossAttention`): ``"xavier"`` (default, independent) or
+            ``"mimetic"`` (``k_proj`` starts as a copy of ``q_proj``: each query token first
+            attends to the neighbour's most similar tokens). Ignored with ``message=``, whose
+            creators bring their own (possibly pretrained) weights.
         layer_scale: initial value of the learnable per-channel scales on the message and
             feed-forward branches (``"prenorm"`` only; ``None`` = none).
         pool_tokens: ablation: one mean-pooled token per node (see above).
@@ -115,6 +120,7 @@ class FIMP(nn.Module):
         ffn_ratio: float = 0.0,
         layer_scale: float | None = None,
         pool_tokens: bool = False,
+        qk_init: str = "xavier",
     ) -> None:
         super().__init__()
         if num_layers < 1:
@@ -151,6 +157,15 @@ class FIMP(nn.Module):
             )
             for i in range(num_layers)
         )
+        self.qk_init = qk_init
+        if not self._external_message:
+            from fimp.nn.cross_attention import QK_INITS
+
+            if qk_init not in QK_INITS:
+                raise ConfigError(f"qk_init must be one of {QK_INITS}, got {qk_init!r}")
+            for conv in self.convs:
+                conv.message.qk_init = qk_init
+                conv.message.apply_qk_init()
         # plain: a norm between two layers; prenorm: a norm before each layer's message
         self.norms = nn.ModuleList(
             nn.LayerNorm(dim) for _ in range(num_layers if prenorm else num_layers - 1)
@@ -334,6 +349,8 @@ class FIMP(nn.Module):
             extra += f", layer_scale={self.layer_scale}"
         if self.pool_tokens:
             extra += ", pool_tokens=True"
+        if self.qk_init != "xavier" and not self._external_message:
+            extra += f", qk_init={self.qk_init!r}"
         return (
             f"{type(self).__name__}(tokenizer={tok}, dim={self.dim}, num_layers={len(self.convs)}, "
             f"num_classes={self.num_classes}, recon_out={self.recon_out}{extra})"
