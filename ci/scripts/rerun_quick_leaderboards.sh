@@ -12,16 +12,16 @@ out=${1:-/tmp/lb-rerun}
 export OMP_NUM_THREADS=1 PYTHONHASHSEED=0 MPLBACKEND=Agg
 run() { fimp-bench run --seeds 0-4 --no-progress "$@"; }
 lane_a() {
-  run --task spatial-celltype --model default,ablations --out "$out/a"
-  run --task spatial-expression --model default,ablations --out "$out/a"
+  run --task spatial-celltype --model default,ablations,fimp-base-mimetic --out "$out/a"
+  run --task spatial-expression --model default,ablations,fimp-base-mimetic --out "$out/a"
   run --task spatial-expression --model fimp-bert --out "$out/a"
   run --task image-zeroshot --out "$out/a"
   run --task image-zeroshot --model fimp-vit-frozen,graphsage-untrained,vit-alone --out "$out/a"
   run --task image-zeroshot-random --out "$out/a"
 }
 lane_b() {
-  run --task fmri-reconstruction --model default,ablations --out "$out/b"
-  run --task image-country --model default,ablations --out "$out/b"
+  run --task fmri-reconstruction --model default,ablations,fimp-base-mimetic --out "$out/b"
+  run --task image-country --model default,ablations,fimp-base-mimetic --out "$out/b"
   run --task image-country --model majority,vit-alone,fimp-vit --out "$out/b"
 }
 lane_a > "$out.a.log" 2>&1 &

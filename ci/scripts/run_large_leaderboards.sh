@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run the quick-preset leaderboards of the larger embedded datasets (issue 11): the tasks of
 # families spatial-large (spatial-cycif-lung) and fmri-large (fmri-fsa4), 5 seeds, every
-# default model, in two lanes that share the 2-core CPU (one torch thread each); then copy
+# default model (fsa4: also fimp-base-mimetic), in two lanes that share the 2-core CPU (one
+# torch thread each); then copy
 # the records under leaderboards/ and regenerate tables, plots, ANALYSIS.md and the index.
 #   bash ci/scripts/run_large_leaderboards.sh [OUT]        (default OUT=/tmp/lb-large)
 #   ABLATIONS=1 bash ci/scripts/run_large_leaderboards.sh  (also the ablation rows)
@@ -22,7 +23,7 @@ lane_a() {
 }
 lane_b() {
   run --task spatial-expression-cycif --model "$models" --out "$out/b"
-  run --task fmri-reconstruction-fsa4 --model "${models/default/fimp-base}" --out "$out/b"
+  run --task fmri-reconstruction-fsa4 --model "${models/default/fimp-base},fimp-base-mimetic" --out "$out/b"
 }
 mkdir -p "$out"
 # resume: seeds already committed under leaderboards/ (same configuration) are skipped
