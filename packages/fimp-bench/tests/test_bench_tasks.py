@@ -130,7 +130,7 @@ def test_embedded_data_smoke_preset(task):
 
 def test_presets_give_every_model_the_same_budget_with_early_stopping():
     quick, full = get_preset("quick"), get_preset("full")
-    assert (quick.max_epochs, quick.min_epochs, quick.patience) == (300, 50, 20)
+    assert (quick.max_epochs, quick.min_epochs, quick.patience) == (300, 150, 20)
     assert (quick.tuning_budget, full.tuning_budget) == (4, 8)
     assert full.min_epochs < full.max_epochs
 
