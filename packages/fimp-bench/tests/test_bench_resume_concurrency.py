@@ -17,16 +17,17 @@ from fimp_bench.records import read_record, read_records
 SMOKE = ["--preset", "smoke", "--seeds", "0-1", "--no-progress"]
 
 
+def _records(out: Path) -> list[Path]:
+    return sorted(out.glob("*/records/*/seed-*.json"))
+
+
 def _snapshot(out: Path) -> dict[str, bytes]:
-    return {str(p): p.read_bytes() for p in sorted(out.glob("*/records/*/seed-*.json"))}
+    return {str(p): p.read_bytes() for p in _records(out)}
 
 
 def _stamps(out: Path) -> dict[str, tuple[int, int]]:
     """(inode, mtime in ns) per record: an atomic rewrite (temp file + rename) changes both."""
-    return {
-        str(p): (p.stat().st_ino, p.stat().st_mtime_ns)
-        for p in sorted(out.glob("*/records/*/seed-*.json"))
-    }
+    return {str(p): (p.stat().st_ino, p.stat().st_mtime_ns) for p in _records(out)}
 
 
 def test_restart_skips_same_config_and_force_reruns(tmp_path, capsys):
