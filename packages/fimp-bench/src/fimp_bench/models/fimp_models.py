@@ -27,7 +27,8 @@ __all__ = ["FIMPBenchModel", "TokenMeanGNN", "specs"]
 
 def _tokenizer(prep, dim: int, cfg: dict[str, Any]) -> tuple[nn.Module, int | None]:
     """The task's tokenizer (from its token kind) and the per-token reconstruction width.
-    Gene tokens use ``cfg["value_encoding"]`` (the configs set ``linear``; absent = ``continuous``, scGPT's encoder)."""
+    Gene tokens use ``cfg["value_encoding"]`` (the configs set ``linear``; absent =
+    ``continuous``, scGPT's encoder)."""
     import fimp.tokenizers as tok
 
     kind = prep.token_info["kind"]

@@ -62,10 +62,10 @@ PRESETS: dict[str, Preset] = {
     # were stopped there (fimp-base: 3 of 4 seed-0 trials on spatial-celltype; with the floor
     # at 150 they leave it. fimp-base's fmri-reconstruction seeds 0 and 3 stay at R^2 ~ 0 even
     # then: they overfit, train loss falling, and a later stop does not help them). The
-    # baselines' best epochs were 2-85 under the 50 floor; a later floor costs them time, not score (the best-validation epoch is
-    # kept). max_epochs 300, not 100: with 100, trials of most models still improved at the cap.
-    # There is no learning-rate schedule, so a trial that stops early is the same under either
-    # cap; early stopping keeps the cost adaptive.
+    # baselines' best epochs were 2-85 under the 50 floor; a later floor costs them time, not
+    # score (the best-validation epoch is kept). max_epochs 300, not 100: with 100, trials of
+    # most models still improved at the cap. There is no learning-rate schedule, so a trial that
+    # stops early is the same under either cap; early stopping keeps the cost adaptive.
     "quick": Preset(
         "quick", max_epochs=300, patience=20, tuning_budget=4, seeds=(0, 1, 2, 3, 4), min_epochs=150
     ),
