@@ -118,6 +118,24 @@ def test_index_says_each_tasks_training_protocol(board):
     ]
     assert row.endswith("| smoke: 0-2 ep, patience 2 |")
     assert "| training |" in (root / "README.md").read_text()
+    assert "[spatial-celltype](spatial-celltype/README.md) | 1.0 |" in row
+
+
+def test_index_marks_records_of_an_older_task_version(board):
+    """Records made under an older version of a task's protocol keep their numbers, and the
+    index says that the bench's task has moved on."""
+    import json
+
+    root, _ = board
+    for p in (root / "spatial-celltype" / "records").glob("*/seed-*.json"):
+        rec = json.loads(p.read_text())
+        rec["task_version"] = "0.9"
+        p.write_text(json.dumps(rec))
+    generate(root)
+    (row,) = [
+        ln for ln in (root / "README.md").read_text().splitlines() if "spatial-celltype" in ln
+    ]
+    assert "| 0.9 (bench: 1.0) |" in row
 
 
 def test_rows_from_two_datasets_get_a_dataset_column(board):

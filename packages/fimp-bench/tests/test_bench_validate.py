@@ -99,3 +99,18 @@ def test_rejects_failing_smoke_rerun(submission, capsys):
     assert rep.kinds == {"smoke"}
     assert main(["validate", str(submission)]) == 1
     assert "PROBLEM [smoke]" in capsys.readouterr().out
+
+
+def test_rejects_mixed_task_versions(submission, smoke_records):
+    for p in (submission / "spatial-celltype" / "records" / "gcn").glob("*.json"):
+        _edit(p, lambda r: r.__setitem__("task_version", "0.9"))
+    rep = validate_submission(submission, smoke=False)
+    assert rep.kinds == {"task-version"}
+    assert "0.9: gcn" in rep.render() and "re-run the older records" in rep.render()
+    # one version in the submission, another in the leaderboards it is submitted to
+    for p in (submission / "spatial-celltype" / "records").glob("*/*.json"):
+        _edit(p, lambda r: r.__setitem__("task_version", "0.9"))
+    existing, _ = smoke_records
+    rep = validate_submission(submission, smoke=False, existing=existing)
+    assert "task-version" in rep.kinds
+    assert "the leaderboards hold task version(s)" in rep.render()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from reference_fimp import ref_fimp_conv
+from reference_fimp import ref_cross_attention, ref_fimp_conv
 
 from fimp.errors import ConfigError
 from fimp.models import FIMP
@@ -24,10 +24,21 @@ def _lin(mod: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
 
 
 def ref_prenorm(model: FIMP, x, edge_index, mask):
-    """H <- H + g_m * W M(LN(H)); H <- H + g_f * FFN(LN(H)); final LN; masked mean; head."""
+    """[H <- H + g_s * SelfAttn(LN(H)), node by node]; H <- H + g_m * W M(LN(H));
+    H <- H + g_f * FFN(LN(H)); final LN; masked mean; head."""
     h = x
     k = 0
     for i, conv in enumerate(model.convs):
+        if model.self_attention:
+            z = _ln(model.self_norms[i], h)
+            own = torch.stack(
+                [
+                    ref_cross_attention(model.self_attns[i], z[v], z[v], mask[v], mask[v])[0]
+                    for v in range(z.size(0))
+                ]
+            )
+            h = h + (own * model.scales[k] if len(model.scales) else own)
+            k += 1
         m, _ = ref_fimp_conv(conv, _ln(model.norms[i], h), edge_index, mask)
         h = h + (m * model.scales[k] if len(model.scales) else m)
         k += 1
@@ -42,8 +53,19 @@ def ref_prenorm(model: FIMP, x, edge_index, mask):
     return h, model.head(emb)
 
 
-@pytest.mark.parametrize(("ffn_ratio", "layer_scale"), [(2.0, 0.5), (0.0, None), (4.0, None)])
-def test_prenorm_block_equals_reference_values_and_gradients(ffn_ratio, layer_scale):
+@pytest.mark.parametrize(
+    ("ffn_ratio", "layer_scale", "self_attention"),
+    [
+        (2.0, 0.5, False),
+        (0.0, None, False),
+        (4.0, None, False),
+        (2.0, 0.5, True),
+        (2.0, None, True),
+    ],
+)
+def test_prenorm_block_equals_reference_values_and_gradients(
+    ffn_ratio, layer_scale, self_attention
+):
     torch.manual_seed(0)
     n, length, d = 9, 4, 8
     x = torch.randn(n, length, d)
@@ -59,10 +81,13 @@ def test_prenorm_block_equals_reference_values_and_gradients(ffn_ratio, layer_sc
         block="prenorm",
         ffn_ratio=ffn_ratio,
         layer_scale=layer_scale,
+        self_attention=self_attention,
     ).eval()
     assert all(c.combine is None and c.lin is not None for c in model.convs)
     assert len(model.ffns) == (2 if ffn_ratio else 0)
-    assert len(model.scales) == (0 if layer_scale is None else 2 + len(model.ffns))
+    assert len(model.self_attns) == (2 if self_attention else 0)
+    n_branches = 2 + len(model.ffns) + len(model.self_attns)
+    assert len(model.scales) == (0 if layer_scale is None else n_branches)
     xa = x.clone().requires_grad_(True)
     out = model(xa, edge_index, token_mask=mask)
     xb = x.clone().requires_grad_(True)
@@ -121,9 +146,28 @@ def test_plain_is_the_default_and_options_are_checked():
         FIMP(None, dim=8, block="prenorm", ffn_ratio=-1)
     r = repr(FIMP(None, dim=8, heads=2, block="prenorm", ffn_ratio=4, layer_scale=0.1))
     assert "block='prenorm', ffn_ratio=4, layer_scale=0.1" in r
+    with pytest.raises(ConfigError, match="self_attention belongs to block='prenorm'"):
+        FIMP(None, dim=8, self_attention=True)
+    assert "self_attention=True" in repr(
+        FIMP(None, dim=8, heads=2, block="prenorm", self_attention=True)
+    )
 
 
-@pytest.mark.parametrize("block", ["plain", "prenorm"])
+def test_self_attention_branch_is_each_nodes_own_tokens_only():
+    """The self-attention branch never mixes nodes: with no edges at all, a node's output
+    depends on its own tokens only, and reset_parameters re-draws the branch."""
+    torch.manual_seed(5)
+    model = FIMP(None, dim=8, heads=2, block="prenorm", ffn_ratio=2, self_attention=True).eval()
+    x = torch.randn(4, 3, 8, requires_grad=True)
+    out = model(x, torch.empty(2, 0, dtype=torch.long))["tokens"]
+    (g,) = torch.autograd.grad((out[1] * torch.randn(3, 8)).sum(), x)
+    assert g[1].abs().sum() > 0 and g[[0, 2, 3]].abs().sum() == 0
+    before = model.self_attns[0].q_proj.weight.clone()
+    model.reset_parameters()
+    assert not torch.equal(before, model.self_attns[0].q_proj.weight)
+
+
+@pytest.mark.parametrize("block", ["plain", "prenorm", "prenorm-self"])
 def test_attention_maps_read_what_each_layer_sees(block):
     """fimp.interpret.attention_maps must equal the attention each FIMPConv computes inside the
     model's own forward, for both layer forms (it used to assume the plain stack)."""
@@ -132,7 +176,9 @@ def test_attention_maps_read_what_each_layer_sees(block):
     torch.manual_seed(4)
     x = torch.randn(7, 3, 8)
     edge_index = torch.tensor([[0, 1, 2, 3, 4, 5, 6, 0], [1, 2, 3, 4, 5, 6, 0, 0]])
-    kw = {"ffn_ratio": 2.0, "layer_scale": 0.5} if block == "prenorm" else {}
+    kw = {"ffn_ratio": 2.0, "layer_scale": 0.5} if block != "plain" else {}
+    if block == "prenorm-self":
+        block, kw["self_attention"] = "prenorm", True
     model = FIMP(None, dim=8, num_layers=3, heads=2, block=block, **kw).eval()
     seen = {}
 

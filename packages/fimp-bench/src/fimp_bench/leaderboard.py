@@ -293,10 +293,10 @@ def _index(summaries: dict[str, list[dict[str, Any]]]) -> str:
     )
     lines.append("")
     lines.append(
-        "| family | task | primary metric | best model (test, mean ± std) | models | seeds per model "
-        "| training |"
+        "| family | task | task version | primary metric | best model (test, mean ± std) | models "
+        "| seeds per model | training |"
     )
-    lines.append("|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|---|")
     for name, rows in summaries.items():
         t = TASKS.get(name)
         best = rows[0]
@@ -304,8 +304,12 @@ def _index(summaries: dict[str, list[dict[str, Any]]]) -> str:
         seeds = sorted({r["n_seeds"] for r in rows})
         # the records' own protocols: a task run under an older preset says so here
         protocols = "; ".join(sorted({f"{r['preset']}: {r['protocol']}" for r in rows}))
+        # records made under an older protocol of the task say so (the bench's version after)
+        versions = ", ".join(sorted({r["task_version"] for r in rows}))
+        if t is not None and versions != t.version:
+            versions += f" (bench: {t.version})"
         lines.append(
-            f"| {t.family if t else '?'} | [{name}]({name}/README.md) | "
+            f"| {t.family if t else '?'} | [{name}]({name}/README.md) | {versions} | "
             f"{_METRIC_NAMES.get(best['primary'], best['primary'])} | `{best['model']}` "
             f"{_fmt(mu)} ± {_fmt(sd)} | {len(rows)} | {', '.join(map(str, seeds))} | "
             f"{protocols} |"

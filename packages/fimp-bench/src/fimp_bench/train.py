@@ -6,7 +6,8 @@ from the seed, trained with AdamW up to ``max_epochs`` with early stopping on th
 validation metric (``patience`` epochs, never before ``min_epochs``; there is no learning-rate
 schedule, so a trial that stops early does not depend on ``max_epochs``), and the
 best-validation checkpoint is kept. The trial with the best validation metric is evaluated on
-the test split. Node-level tasks train full-batch (all training nodes in one step) in one process; under DDP each rank trains on k-hop subgraphs of its
+the test split. Reconstruction tasks re-draw the masks of the training entries every epoch
+(:class:`~fimp_bench.tasks.TrainingMasks`). Node-level tasks train full-batch (all training nodes in one step) in one process; under DDP each rank trains on k-hop subgraphs of its
 share of the training nodes (see :mod:`fimp_bench.distributed`), which gives the same gradient.
 """
 
@@ -172,10 +173,25 @@ class TrialResult:
         }
 
 
+def _epoch_rng(prep: PreparedTask, epoch: int, graph: int = 0) -> np.random.Generator:
+    """The RNG of one epoch's training masks of one graph: a function of (seed, epoch, graph)
+    only, so every DDP rank draws the same masks and a re-run draws them again."""
+    return np.random.default_rng([prep.seed, epoch, graph])
+
+
+def _training_graph(prep: PreparedTask, i: int, epoch: int, rows: torch.Tensor | None):
+    """Graph ``i`` as one training epoch sees it: with fresh masks on ``rows`` (every node when
+    None) where the task re-draws training masks (:class:`~fimp_bench.tasks.TrainingMasks`)."""
+    g = prep.graphs[i]
+    if prep.train_masks is None:
+        return g
+    return prep.train_masks.redraw(g, rows, _epoch_rng(prep, epoch, i))
+
+
 def _node_batches(prep: PreparedTask, epoch: int, ctx: DistContext, hops: int, device):
     """This rank's training batches of one epoch: the whole graph with a row selector in one
     process; k-hop subgraphs around the rank's seeds under DDP."""
-    g = prep.graphs[0]
+    g = _training_graph(prep, 0, epoch, prep.graphs[0].train_mask)
     if not ctx.enabled:
         yield g.to(device), g.train_mask.to(device)
         return
@@ -203,8 +219,8 @@ def _graph_batches(prep: PreparedTask, epoch: int, ctx: DistContext, device):
     order = [prep.train_idx[i] for i in sampler]
     per_rank = max(1, prep.preset.batch_size // ctx.world)
     for start in range(0, len(order), per_rank):
-        batch = Batch.from_data_list([prep.graphs[i] for i in order[start : start + per_rank]])
-        yield batch.to(device), None
+        graphs = [_training_graph(prep, i, epoch, None) for i in order[start : start + per_rank]]
+        yield Batch.from_data_list(graphs).to(device), None
 
 
 def train_trial(

@@ -12,6 +12,8 @@ entry-point group). Every problem is reported, each with its kind and file:
 - ``distinct-seeds``: two records of one (task, model) carry the same seed;
 - ``seed-count``: fewer than ``min_seeds`` distinct seeds for a (task, model);
 - ``duplicate``: a (task, model, seed) already exists in the leaderboards being submitted to;
+- ``task-version``: the records of one task carry different task versions (a task's protocol
+  changed between them: a table compares one version; re-run the older records);
 - ``smoke``: the re-run of one seed on the tiny ``smoke`` preset with the submitted config failed.
 """
 
@@ -162,13 +164,43 @@ def validate_submission(
             )
         groups[(task, model)].append((f, rec))
     existing_keys: set[tuple[str, str, int]] = set()
+    existing_versions: dict[str, set[str]] = defaultdict(set)
     if existing is not None and Path(existing).resolve() != root.resolve():
         for f in Path(existing).glob("*/records/*/*.json"):
             try:
                 r = json.loads(f.read_text(encoding="utf-8"))
                 existing_keys.add((r["task"], r["model"]["name"], int(r["seed"])))
+                existing_versions[r["task"]].add(str(r["task_version"]))
             except (OSError, ValueError, KeyError, TypeError):  # ValueError: JSON and UTF-8 errors
                 continue
+    versions: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for (task, model), items in groups.items():
+        for _, r in items:
+            if model not in versions[task][r["task_version"]]:
+                versions[task][r["task_version"]].append(model)
+    for task, by_version in sorted(versions.items()):
+        others = sorted(existing_versions.get(task, set()) - set(by_version))
+        if others:
+            report.problems.append(
+                Problem(
+                    "task-version",
+                    task,
+                    f"the leaderboards hold task version(s) {', '.join(others)}, this submission "
+                    f"{', '.join(sorted(by_version))}; a leaderboard compares one version",
+                )
+            )
+        if len(by_version) > 1:
+            parts = "; ".join(
+                f"{v}: {', '.join(sorted(ms))}" for v, ms in sorted(by_version.items())
+            )
+            report.problems.append(
+                Problem(
+                    "task-version",
+                    task,
+                    f"records of several task versions ({parts}); a leaderboard compares one "
+                    "version: re-run the older records with the current bench",
+                )
+            )
     for (task, model), items in sorted(groups.items()):
         where = f"{task}/{model}"
         seeds = [r["seed"] for _, r in items]

@@ -114,6 +114,7 @@ class FIMPBenchModel(_TokenInputs):
             layer_scale=None if cfg.get("layer_scale") is None else float(cfg["layer_scale"]),
             pool_tokens=bool(cfg.get("pool_tokens", False)),
             qk_init=str(cfg.get("qk_init", "xavier")),
+            self_attention=bool(cfg.get("self_attention", False)),
         )
 
     def forward(self, data) -> dict[str, torch.Tensor]:

@@ -18,12 +18,16 @@ large      cycif
 fmri-      fmri-reconstruction-   fmri-reconstruction on fmri-fsa4 (4,687 cortical vertices,
 large      fsa4                   the mesh as graph; 3 time segments of one run)
 =========  =====================  ======================================================
+
+Reconstruction tasks (``*-expression*``, ``fmri-reconstruction*``) mask a fixed set of entries
+per seed for validation and test, and re-draw the training entries' masks every epoch
+(:class:`TrainingMasks`, task version 1.1; 1.0 kept one fixed mask for training too).
 """
 
 from __future__ import annotations
 
 from fimp_bench.errors import UnknownNameError
-from fimp_bench.tasks.base import PRESETS, PreparedTask, Preset, Task, get_preset
+from fimp_bench.tasks.base import PRESETS, PreparedTask, Preset, Task, TrainingMasks, get_preset
 from fimp_bench.tasks.fmri import FMRIReconstruction, FMRIReconstructionFsa4
 from fimp_bench.tasks.image import ImageCountry, ImageZeroShot, ImageZeroShotRandom
 from fimp_bench.tasks.spatial import (
@@ -40,6 +44,7 @@ __all__ = [
     "PreparedTask",
     "Preset",
     "Task",
+    "TrainingMasks",
     "get_preset",
     "get_task",
     "list_tasks",

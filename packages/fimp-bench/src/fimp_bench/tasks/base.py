@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -15,7 +17,16 @@ from torch_geometric.data import Data
 from fimp_bench import _data
 from fimp_bench.errors import BenchConfigError, UnknownNameError
 
-__all__ = ["FILL_STRATEGIES", "PRESETS", "PreparedTask", "Preset", "Task", "fill_masked"]
+__all__ = [
+    "FILL_STRATEGIES",
+    "PRESETS",
+    "PreparedTask",
+    "Preset",
+    "Task",
+    "TrainingMasks",
+    "fill_masked",
+    "fill_statistics",
+]
 
 FILL_STRATEGIES = ("mean", "noise", "interpolate")
 
@@ -106,6 +117,62 @@ def get_preset(name: str, **overrides: int | None) -> Preset:
     return dataclasses.replace(changed, min_epochs=min(changed.min_epochs, changed.max_epochs))
 
 
+@dataclass(frozen=True)
+class TrainingMasks:
+    """Fresh masks for the training entries of a reconstruction task, drawn every epoch.
+
+    A reconstruction task's fixed mask hides the same entries of a training node in every epoch,
+    so a model can memorise the hidden values of each training node (the quick leaderboards'
+    baselines reached their best validation R^2 at epochs 3-15 while the training loss kept
+    falling). Masked-modelling practice (BERT, scGPT, BrainLM) draws a new mask every step:
+    the model then learns to predict hidden entries from visible ones instead. Here the trainer
+    calls :meth:`redraw` once per epoch with an RNG seeded by ``(seed, epoch, graph)``, the same
+    on every DDP rank, so runs stay deterministic. Only training rows change: validation and test
+    rows keep their fixed masks and filled inputs (what their neighbours read, as in evaluation).
+
+    Attributes:
+        draw: ``(rows, rng) -> bool [rows, F]``: the task's mask for ``rows`` nodes (the same
+            ratio and unit as its fixed mask: entries for genes, 20-sample patches for fMRI).
+        fill: the fill strategy of the run (``mean`` / ``noise`` / ``interpolate``).
+        stats: ``(mean [F], std [F])`` from :func:`fill_statistics` on the training rows under
+            their fixed masks (the statistics the fixed inputs were filled with).
+        time_axis_len: samples per node for ``interpolate``.
+    """
+
+    draw: Callable[[int, np.random.Generator], np.ndarray]
+    fill: str
+    stats: tuple[np.ndarray, np.ndarray]
+    time_axis_len: int | None = None
+
+    #: How the records describe this protocol (``task_info.training_masks``).
+    DESCRIPTION: ClassVar[str] = (
+        "training entries: a new random mask (same ratio) every epoch; validation/test entries: "
+        "the fixed mask of the seed"
+    )
+
+    def redraw(self, graph: Data, rows: torch.Tensor | None, rng: np.random.Generator) -> Data:
+        """A shallow copy of ``graph`` whose ``rows`` (bool [N]; ``None`` = every node) have a
+        new ``input_mask`` and ``x`` (``target`` with the new masked entries filled)."""
+        target = graph.target.numpy()
+        mask = graph.input_mask.numpy().copy()
+        x = graph.x.numpy().copy()
+        idx = np.arange(target.shape[0]) if rows is None else np.flatnonzero(rows.cpu().numpy())
+        new = self.draw(idx.size, rng)
+        mask[idx] = new
+        x[idx] = fill_masked(
+            target[idx],
+            new,
+            strategy=self.fill,
+            stats=self.stats,
+            rng=rng,
+            time_axis_len=self.time_axis_len,
+        )
+        out = copy.copy(graph)
+        out.x = torch.from_numpy(x)
+        out.input_mask = torch.from_numpy(mask)
+        return out
+
+
 @dataclass
 class PreparedTask:
     """Everything the trainer needs for one (task, seed, preset).
@@ -125,6 +192,10 @@ class PreparedTask:
     ``test_idx``). ``token_shape`` = ``(L, p)``: ``x.view(N, L, p)`` is the token layout that
     token models read (genes: ``(F, 1)``; time patches: ``(F/20, 20)``; images: pixels as
     ``(C*H*W, 1)`` with ``token_info["image_shape"]``).
+
+    ``train_masks`` (reconstruction tasks): how the trainer re-draws the masks of the training
+    entries every epoch (:class:`TrainingMasks`); the validation and test entries keep the fixed
+    masks in ``graphs``, which is also what every evaluation reads.
     """
 
     task: Task
@@ -140,6 +211,7 @@ class PreparedTask:
     train_idx: list[int] = field(default_factory=list)
     val_idx: list[int] = field(default_factory=list)
     test_idx: list[int] = field(default_factory=list)
+    train_masks: TrainingMasks | None = None
 
     @property
     def level(self) -> str:
@@ -241,15 +313,29 @@ class Task(ABC):
             )
 
 
+def fill_statistics(
+    reference: np.ndarray, reference_mask: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and std ``([F], [F])`` of the observed (unmasked) entries of
+    ``reference`` ``[M, F]`` (the training nodes); a feature masked in every row gets 0 and 1."""
+    observed = np.where(reference_mask, np.nan, reference).astype(np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nan_to_num(np.nanmean(observed, axis=0), nan=0.0)
+        std = np.nan_to_num(np.nanstd(observed, axis=0), nan=1.0)
+    return mean, std
+
+
 def fill_masked(
     x: np.ndarray,
     mask: np.ndarray,
     *,
     strategy: str,
-    reference: np.ndarray,
-    reference_mask: np.ndarray,
+    reference: np.ndarray | None = None,
+    reference_mask: np.ndarray | None = None,
     rng: np.random.Generator,
     time_axis_len: int | None = None,
+    stats: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Fill the masked entries of ``x`` for models that read one vector per node.
 
@@ -260,16 +346,17 @@ def fill_masked(
             ``interpolate`` (linear interpolation in time between the node's nearest observed
             samples; ``time_axis_len`` = samples per node, features are time-ordered).
         reference, reference_mask: ``[M, F]`` training values and their masks (statistics source).
+        stats: the ``(mean, std)`` of :func:`fill_statistics`, instead of ``reference``.
 
     Returns:
         ``[N, F]`` float32 copy with masked entries replaced.
     """
     out = x.astype(np.float32, copy=True)
-    observed = np.where(reference_mask, np.nan, reference).astype(np.float64)
-    with warnings.catch_warnings():  # a feature masked in every reference row -> mean 0, std 1
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mean = np.nan_to_num(np.nanmean(observed, axis=0), nan=0.0)
-        std = np.nan_to_num(np.nanstd(observed, axis=0), nan=1.0)
+    if stats is None:
+        if reference is None or reference_mask is None:
+            raise BenchConfigError("fill_masked needs reference and reference_mask, or stats")
+        stats = fill_statistics(reference, reference_mask)
+    mean, std = stats
     if strategy == "mean":
         out[mask] = np.broadcast_to(mean, x.shape)[mask]
     elif strategy == "noise":

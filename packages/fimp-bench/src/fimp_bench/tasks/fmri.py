@@ -20,7 +20,14 @@ from torch_geometric.data import Data
 from fimp_bench import _data
 from fimp_bench.errors import BenchConfigError
 from fimp_bench.tasks._common import require, to_numpy
-from fimp_bench.tasks.base import PreparedTask, Preset, Task, fill_masked
+from fimp_bench.tasks.base import (
+    PreparedTask,
+    Preset,
+    Task,
+    TrainingMasks,
+    fill_masked,
+    fill_statistics,
+)
 
 __all__ = ["FMRIReconstruction", "FMRIReconstructionFsa4"]
 
@@ -34,6 +41,16 @@ _WINDOWS = {
 _VAL, _TEST = 0.2, 0.2
 
 
+def _patch_mask(rows: int, n_patch: int, ratio: float, rng: np.random.Generator) -> np.ndarray:
+    """bool ``[rows, n_patch * PATCH]``: ``round(ratio * n_patch)`` (at least 1) random
+    20-sample patches of every row masked."""
+    k = max(1, round(ratio * n_patch))
+    order = np.argsort(rng.random((rows, n_patch)), axis=1, kind="stable")
+    pmask = np.zeros((rows, n_patch), dtype=bool)
+    np.put_along_axis(pmask, order[:, :k], True, axis=1)
+    return np.repeat(pmask, PATCH, axis=1)
+
+
 def _zscore(w: np.ndarray) -> np.ndarray:
     mu = w.mean(axis=1, keepdims=True)
     sd = w.std(axis=1, keepdims=True)
@@ -43,7 +60,7 @@ def _zscore(w: np.ndarray) -> np.ndarray:
 class FMRIReconstruction(Task):
     name = "fmri-reconstruction"
     family = "fmri"
-    version = "1.0"
+    version = "1.1"
     level = "graph"
     objective = "reconstruction"
     metrics = ("mse", "r2")
@@ -96,28 +113,18 @@ class FMRIReconstruction(Task):
             starts = list(range(0, t_len - window + 1, stride))[:max_windows]
             for start in starts:
                 w = _zscore(series[:, start : start + window]).astype(np.float32)
-                n_patch = window // PATCH
-                k = max(1, round(self.mask_ratio * n_patch))
-                order = np.argsort(rng.random((w.shape[0], n_patch)), axis=1, kind="stable")
-                pmask = np.zeros((w.shape[0], n_patch), dtype=bool)
-                np.put_along_axis(pmask, order[:, :k], True, axis=1)
-                mask = np.repeat(pmask, PATCH, axis=1)
+                mask = _patch_mask(w.shape[0], window // PATCH, self.mask_ratio, rng)
                 windows.append((s, w, mask, d))
         train_subj = set(split.train.tolist())
-        ref = np.concatenate([w for s, w, _, _ in windows if s in train_subj])
-        ref_mask = np.concatenate([m for s, _, m, _ in windows if s in train_subj])
+        stats = fill_statistics(
+            np.concatenate([w for s, w, _, _ in windows if s in train_subj]),
+            np.concatenate([m for s, _, m, _ in windows if s in train_subj]),
+        )
         graphs, tr, va, te = [], [], [], []
+        n_patch, ratio = window // PATCH, self.mask_ratio
         val_subj, test_subj = set(split.val.tolist()), set(split.test.tolist())
         for i, (s, w, mask, d) in enumerate(windows):
-            x = fill_masked(
-                w,
-                mask,
-                strategy=fill,
-                reference=ref,
-                reference_mask=ref_mask,
-                rng=rng,
-                time_axis_len=window,
-            )
+            x = fill_masked(w, mask, strategy=fill, stats=stats, rng=rng, time_axis_len=window)
             pos = None
             if getattr(d, "pos", None) is not None:  # region centres, standardised per axis
                 p = d.pos.double()
@@ -150,6 +157,7 @@ class FMRIReconstruction(Task):
                 "split_id": split.split_id,
                 "fill": fill,
                 "mask_ratio": self.mask_ratio,
+                "training_masks": TrainingMasks.DESCRIPTION,
                 "num_graphs": len(graphs),
                 "num_nodes": int(subjects[0].x.size(0)),
                 "num_features": window,
@@ -167,6 +175,12 @@ class FMRIReconstruction(Task):
             train_idx=tr,
             val_idx=va,
             test_idx=te,
+            train_masks=TrainingMasks(
+                draw=lambda rows, r: _patch_mask(rows, n_patch, ratio, r),
+                fill=fill,
+                stats=stats,
+                time_axis_len=window,
+            ),
         )
 
 
@@ -177,7 +191,7 @@ class FMRIReconstructionFsa4(FMRIReconstruction):
 
     name = "fmri-reconstruction-fsa4"
     family = "fmri-large"
-    version = "1.0"
+    version = "1.1"
     default_dataset: ClassVar[dict[str, str]] = {
         "quick": "fmri-fsa4",
         "smoke": "fmri-fsa4",

@@ -24,7 +24,14 @@ from fimp_bench.tasks._common import (
     sparse_csr,
     to_numpy,
 )
-from fimp_bench.tasks.base import PreparedTask, Preset, Task, fill_masked
+from fimp_bench.tasks.base import (
+    PreparedTask,
+    Preset,
+    Task,
+    TrainingMasks,
+    fill_masked,
+    fill_statistics,
+)
 
 __all__ = ["SpatialCellType", "SpatialExpression"]
 
@@ -119,7 +126,7 @@ class _SpatialBase(Task):
 
 class SpatialExpression(_SpatialBase):
     name = "spatial-expression"
-    version = "1.0"
+    version = "1.1"
     objective = "reconstruction"
     metrics = ("mse", "r2")
     primary_metric = "r2"
@@ -146,14 +153,9 @@ class SpatialExpression(_SpatialBase):
         values, genes = _expression(data, split.train, _PANEL[preset.name])
         rng = np.random.default_rng(seed)
         mask = mask_entries(values.shape, self.mask_ratio, rng)
-        x = fill_masked(
-            values,
-            mask,
-            strategy=fill,
-            reference=values[split.train],
-            reference_mask=mask[split.train],
-            rng=rng,
-        )
+        stats = fill_statistics(values[split.train], mask[split.train])
+        x = fill_masked(values, mask, strategy=fill, stats=stats, rng=rng)
+        n_genes, ratio = values.shape[1], self.mask_ratio
         g = node_graph(
             data,
             split,
@@ -179,6 +181,12 @@ class SpatialExpression(_SpatialBase):
                 mask_ratio=self.mask_ratio,
                 num_features=values.shape[1],
                 inputs=_inputs(values.shape[1], fill),
+                training_masks=TrainingMasks.DESCRIPTION,
+            ),
+            train_masks=TrainingMasks(
+                draw=lambda rows, r: mask_entries((rows, n_genes), ratio, r),
+                fill=fill,
+                stats=stats,
             ),
         )
 
@@ -245,7 +253,7 @@ class _CyCIF:
 
 class SpatialExpressionCyCIF(_CyCIF, SpatialExpression):
     name = "spatial-expression-cycif"
-    version = "1.0"
+    version = "1.1"
     description = (
         "Masked protein-marker reconstruction on spatial-cycif-lung (11,201 single cells x 9 "
         "CyCIF markers, kNN graph on the cell centroids): 15% of the (cell, marker) entries of "

@@ -12,7 +12,7 @@ from torch_geometric.data import Data
 
 from fimp.errors import ConfigError, ShapeError
 from fimp.models.registry import register_model
-from fimp.nn import FIMPConv, MessageCreator
+from fimp.nn import CrossAttention, FIMPConv, MessageCreator
 from fimp.nn._checks import check_dtype, check_tokens
 
 # tokenizer keyword -> Data attribute holding it, where the names differ
@@ -49,7 +49,13 @@ class FIMP(nn.Module):
       applied per token, and a final LayerNorm before the read-outs. Each layer's FIMPConv runs
       with ``combine=None, project=True`` (it returns :math:`W M`; the residual adds :math:`H`).
       :math:`\gamma` are learnable per-channel scales (LayerScale) initialised to
-      ``layer_scale`` (``None`` = no scale, i.e. fixed 1).
+      ``layer_scale`` (``None`` = no scale, i.e. fixed 1). With ``self_attention=True`` each
+      layer first lets a node's tokens attend to its own tokens in a separate branch,
+      :math:`H \leftarrow H + \gamma_s \odot \mathrm{drop}(\mathrm{SelfAttn}(\mathrm{LN}(H)))`
+      (a :class:`~fimp.nn.CrossAttention` with query = key = the node's tokens), before the
+      cross-node message: the node's own tokens keep a weight of their own instead of being one
+      of ``deg + 1`` terms of the mean over in-edges (a self-loop edge), as GraphSAGE's and
+      TransformerConv's root weights keep the node's own features apart from its neighbours'.
 
     ``pool_tokens=True`` is an ablation: the tokens of a node are replaced by their masked mean,
     one token per node, before the first layer (cross-attention then sees a single key per
@@ -92,6 +98,9 @@ class FIMP(nn.Module):
         layer_scale: initial value of the learnable per-channel scales on the message and
             feed-forward branches (``"prenorm"`` only; ``None`` = none).
         pool_tokens: ablation: one mean-pooled token per node (see above).
+        self_attention: ``"prenorm"`` only: a within-node self-attention branch before each
+            layer's cross-node message (see above); its attention uses ``heads``,
+            ``attn_dropout`` and ``qk_init`` like the default message creator.
 
     ``forward(x, edge_index, *, token_mask=None, **tokenizer_kwargs)`` also accepts a PyG ``Data``
     as ``x``; then ``edge_index`` defaults to ``data.edge_index`` and every tokenizer keyword found on
@@ -121,6 +130,7 @@ class FIMP(nn.Module):
         layer_scale: float | None = None,
         pool_tokens: bool = False,
         qk_init: str = "xavier",
+        self_attention: bool = False,
     ) -> None:
         super().__init__()
         if num_layers < 1:
@@ -133,6 +143,8 @@ class FIMP(nn.Module):
             raise ConfigError(
                 "ffn_ratio and layer_scale belong to block='prenorm'; the plain block has neither"
             )
+        if self_attention and block != "prenorm":
+            raise ConfigError("self_attention belongs to block='prenorm'; the plain block has none")
         if activation not in _ACTIVATIONS:
             raise ConfigError(
                 f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}"
@@ -158,14 +170,26 @@ class FIMP(nn.Module):
             for i in range(num_layers)
         )
         self.qk_init = qk_init
-        if not self._external_message:
-            from fimp.nn.cross_attention import QK_INITS
+        from fimp.nn.cross_attention import QK_INITS
 
-            if qk_init not in QK_INITS:
-                raise ConfigError(f"qk_init must be one of {QK_INITS}, got {qk_init!r}")
+        if qk_init not in QK_INITS:
+            raise ConfigError(f"qk_init must be one of {QK_INITS}, got {qk_init!r}")
+        if not self._external_message:
             for conv in self.convs:
                 conv.message.qk_init = qk_init
                 conv.message.apply_qk_init()
+        self.self_attention = bool(self_attention)
+        n_self = num_layers if self.self_attention else 0
+        self.self_attns = nn.ModuleList(
+            CrossAttention(
+                dim,
+                heads,
+                dropout=dropout if attn_dropout is None else attn_dropout,
+                qk_init=qk_init,
+            )
+            for _ in range(n_self)
+        )
+        self.self_norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(n_self))
         # plain: a norm between two layers; prenorm: a norm before each layer's message
         self.norms = nn.ModuleList(
             nn.LayerNorm(dim) for _ in range(num_layers if prenorm else num_layers - 1)
@@ -181,7 +205,8 @@ class FIMP(nn.Module):
             )
             for _ in range(num_layers if prenorm and hidden > 0 else 0)
         )
-        n_scales = (num_layers + len(self.ffns)) if prenorm and layer_scale is not None else 0
+        n_branches = num_layers + len(self.ffns) + n_self
+        n_scales = n_branches if prenorm and layer_scale is not None else 0
         self.scales = nn.ParameterList(
             nn.Parameter(torch.full((dim,), float(layer_scale or 0.0))) for _ in range(n_scales)
         )
@@ -211,7 +236,16 @@ class FIMP(nn.Module):
                 conv.message.reset_parameters()
             if conv.lin is not None:
                 conv.lin.reset_parameters()
-        for module in (*self.norms, *self.ffns, self.final_norm, self.head, self.decoder):
+        for attn in self.self_attns:
+            attn.reset_parameters()
+        for module in (
+            *self.norms,
+            *self.self_norms,
+            *self.ffns,
+            self.final_norm,
+            self.head,
+            self.decoder,
+        ):
             for m in module.modules() if module is not None else ():
                 if isinstance(m, (nn.Linear, nn.LayerNorm)):
                     m.reset_parameters()
@@ -236,6 +270,11 @@ class FIMP(nn.Module):
             return h
         k = 0
         for i, conv in enumerate(self.convs):
+            if self.self_attention:
+                z = self.self_norms[i](h)
+                own = self.self_attns[i](z, z, query_mask=mask, key_mask=mask)
+                h = h + self._scaled(k, self.dropout(own))
+                k += 1
             z = self.norms[i](h)
             if i == stop:
                 return z
@@ -351,6 +390,8 @@ class FIMP(nn.Module):
             extra += ", pool_tokens=True"
         if self.qk_init != "xavier" and not self._external_message:
             extra += f", qk_init={self.qk_init!r}"
+        if self.self_attention:
+            extra += ", self_attention=True"
         return (
             f"{type(self).__name__}(tokenizer={tok}, dim={self.dim}, num_layers={len(self.convs)}, "
             f"num_classes={self.num_classes}, recon_out={self.recon_out}{extra})"
