@@ -7,7 +7,9 @@
 #   bash ci/scripts/run_large_leaderboards.sh [OUT]        (default OUT=/tmp/lb-large)
 #   ABLATIONS=1 bash ci/scripts/run_large_leaderboards.sh  (also the ablation rows)
 # About 4 hours on a 2-core CPU: GPS (global attention over 11,201 cells, ~30 min per tuned
-# seed) and FIMP-base are most of it. Re-running resumes from the records under leaderboards/.
+# seed) and FIMP-base are most of it. Re-running resumes from the records under leaderboards/:
+# runs whose configuration is unchanged are skipped, runs whose configuration changed (a model's
+# config, a task version) are re-run and replaced (--rerun-changed).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source ci/scripts/replace_records.sh
@@ -15,7 +17,7 @@ out=${1:-/tmp/lb-large}
 models=default
 [[ "${ABLATIONS:-0}" == 1 ]] && models=default,ablations
 export OMP_NUM_THREADS=1 PYTHONHASHSEED=0 MPLBACKEND=Agg
-run() { fimp-bench run --seeds 0-4 --no-progress "$@"; }
+run() { fimp-bench run --seeds 0-4 --no-progress --rerun-changed "$@"; }
 fsa4_baselines=mlp,gcn,gat,graphsage,gin,graph-transformer,gps
 lane_a() {
   run --task spatial-celltype-cycif --model "$models" --out "$out/a"

@@ -70,9 +70,31 @@ def test_a_record_from_another_config_is_never_overwritten_silently(tmp_path, ca
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "different configuration" in err[0] and "--force" in err[0]
+    assert "--rerun-changed" in err[0]
     assert path.read_bytes() == before
     assert main([*argv, "--force"]) == 0
     assert json.loads(path.read_text())["run_hash"] != "0" * 16
+
+
+def test_rerun_changed_replaces_only_the_records_of_a_changed_configuration(tmp_path, capsys):
+    """--rerun-changed: a record made by another configuration (here: an older task version) is
+    re-run and replaced, the unchanged seed is skipped and left as it was."""
+    out = tmp_path / "out"
+    argv = ["run", "--task", "spatial-celltype", "--model", "mlp", *SMOKE, "--out", str(out)]
+    assert main(argv) == 0
+    stale, same = (out / "spatial-celltype" / "records" / "mlp" / f"seed-{s}.json" for s in (0, 1))
+    rec = json.loads(stale.read_text())
+    rec["run_hash"], rec["task_version"] = "0" * 16, "0.9"
+    stale.write_text(json.dumps(rec))
+    kept = _stamps(out)[str(same)]
+    capsys.readouterr()
+    assert main([*argv, "--rerun-changed"]) == 0
+    err = capsys.readouterr().err
+    assert "task version '0.9'" in err and "replacing the record" in err
+    assert err.count("record exists with the same configuration, skipped") == 1
+    fresh = json.loads(stale.read_text())
+    assert fresh["run_hash"] != "0" * 16 and fresh["task_version"] != "0.9"
+    assert _stamps(out)[str(same)] == kept
 
 
 def test_two_runs_and_a_leaderboard_into_one_folder_lose_nothing(tmp_path):

@@ -112,6 +112,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         ctx=ctx,
         force=args.force,
+        rerun_changed=args.rerun_changed,
         data_root=args.data_root,
         download=not args.no_download,
         overrides=overrides,
@@ -290,6 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="re-run (task, model, seed) runs whose records already exist under OUT (default: "
         "skip those made with the same configuration; refuse to overwrite a different one)",
+    )
+    r.add_argument(
+        "--rerun-changed",
+        action="store_true",
+        help="re-run and replace the records under OUT that a different configuration made "
+        "(changed model config, task version, dataset or preset); skip the unchanged ones",
     )
     r.add_argument(
         "--out", default="fimp-bench-results", help="output folder (default ./fimp-bench-results)"

@@ -527,9 +527,14 @@ def run_hash(prep: PreparedTask, spec: ModelSpec, *, bf16: bool = False) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def _existing_record(path, expected_hash: str, force: bool) -> dict[str, Any] | None:
+def _existing_record(
+    path, expected_hash: str, force: bool, rerun_changed: bool = False
+) -> dict[str, Any] | None:
     """The record already at ``path`` if it was made by the same configuration (unless
-    ``force``); a record from another configuration is never overwritten silently."""
+    ``force``); a record from another configuration is never overwritten silently: an error,
+    or, with ``rerun_changed``, ``None`` after saying on stderr that it will be replaced."""
+    import sys
+
     from fimp_bench.errors import RecordError
     from fimp_bench.records import read_record
 
@@ -544,10 +549,19 @@ def _existing_record(path, expected_hash: str, force: bool) -> dict[str, Any] | 
     if force:
         return None
     if old.get("run_hash") != expected_hash:
+        if rerun_changed:
+            print(
+                f"fimp-bench: {path}: made by a different configuration (run_hash "
+                f"{old.get('run_hash')!r}, task version {old.get('task_version')!r}); re-running "
+                "it and replacing the record (--rerun-changed)",
+                file=sys.stderr,
+            )
+            return None
         raise BenchConfigError(
             f"{path} holds a record from a different configuration (run_hash "
-            f"{old.get('run_hash')!r}, this run {expected_hash!r}); use another --out, or pass "
-            "--force to re-run and overwrite it"
+            f"{old.get('run_hash')!r}, this run {expected_hash!r}); use another --out, pass "
+            "--rerun-changed to re-run the runs whose configuration changed, or --force to "
+            "re-run every run"
         )
     return old
 
@@ -570,6 +584,7 @@ def run_benchmark(
     download: bool = True,
     overrides: dict[str, int | None] | None = None,
     force: bool = False,
+    rerun_changed: bool = False,
 ) -> list[dict[str, Any]]:
     """Run every (task, model, seed); write records under ``out`` (rank 0 only); return them.
 
@@ -582,8 +597,10 @@ def run_benchmark(
 
     Resume: a (task, model, seed) whose record already exists under ``out`` with the same
     :func:`run_hash` is skipped (said on stderr) and its record reused (also its tuning choice
-    for the later seeds); ``force=True`` re-runs it. A record from another configuration is
-    never overwritten silently: :class:`BenchConfigError` unless ``force``.
+    for the later seeds); ``force=True`` re-runs it. A record from another configuration (a
+    changed config, task version, dataset, ...) is never overwritten silently:
+    :class:`BenchConfigError`, unless ``force`` or ``rerun_changed`` (re-run only those, skip the
+    unchanged ones, and say which on stderr).
     """
     import sys
 
@@ -614,7 +631,7 @@ def run_benchmark(
                     from fimp_bench.records import record_path
 
                     path = record_path(out, task.name, spec.name, seed)
-                    old = _existing_record(path, rhash, force)
+                    old = _existing_record(path, rhash, force, rerun_changed)
                     if old is not None:
                         if ctx.is_main:
                             print(
