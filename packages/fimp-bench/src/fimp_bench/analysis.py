@@ -37,8 +37,7 @@ ROLES: dict[str, str] = {
     "mlp": "no graph: an MLP on each node's raw vector",
     "fimp-base": "FIMP: tokens per node, cross-node token attention (reference)",
     "fimp-base-plain": (
-        "ablation: the paper's plain layer W(H+M), post-norm, no residual/FFN/self-attention "
-        "branch"
+        "ablation: the paper's plain layer W(H+M), post-norm, no residual/FFN/self-attention branch"
     ),
     "fimp-base-nomsg": (
         "ablation: no cross-node messages (each node attends only to its own tokens, self-loop "
