@@ -75,7 +75,8 @@ class FMRIReconstruction(Task):
     description = (
         "Masked BOLD reconstruction: windows of 200 TRs, z-scored per region, 20-sample patches "
         "(BrainLM tokens), 20% of each region's patches masked; MSE and R^2 over all masked "
-        "samples of the test subjects. Split by subject (fimp_data.group_split)."
+        "samples of the test subjects. Split by subject (fimp_data.group_split). Validation and "
+        "test windows keep the seed's mask; training windows get a new mask every epoch (v1.1)."
     )
 
     def prepare(

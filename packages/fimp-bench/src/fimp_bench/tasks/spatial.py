@@ -135,7 +135,9 @@ class SpatialExpression(_SpatialBase):
     description = (
         "Masked gene-expression reconstruction: 15% of the (spot, gene) entries of every spot are "
         "hidden; models predict them. MSE and R^2 = 1 - SS_res/SS_tot over all masked entries "
-        "of the test spots pooled. Values: log1p, standardised per gene on training spots."
+        "of the test spots pooled. Values: log1p, standardised per gene on training spots. "
+        "Validation and test spots keep the seed's mask; training spots get a new mask every "
+        "epoch (v1.1)."
     )
 
     def prepare(
@@ -259,7 +261,7 @@ class SpatialExpressionCyCIF(_CyCIF, SpatialExpression):
         "CyCIF markers, kNN graph on the cell centroids): 15% of the (cell, marker) entries of "
         "every cell are hidden; models predict them. MSE and R^2 = 1 - SS_res/SS_tot over all "
         "masked entries of the test cells pooled. Values: log1p, standardised per marker on "
-        "training cells."
+        "training cells. Training cells get a new mask every epoch (v1.1)."
     )
 
 
