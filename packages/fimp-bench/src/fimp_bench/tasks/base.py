@@ -134,7 +134,7 @@ class TrainingMasks:
         draw: ``(rows, rng) -> bool [rows, F]``: the task's mask for ``rows`` nodes (the same
             ratio and unit as its fixed mask: entries for genes, 20-sample patches for fMRI).
         fill: the fill strategy of the run (``mean`` / ``noise`` / ``interpolate``).
-        stats: ``(mean [F], std [F])`` from :func:`fill_statistics` on the training rows under
+        stats: ``(mean [F], std [F])`` from ``fill_statistics`` on the training rows under
             their fixed masks (the statistics the fixed inputs were filled with).
         time_axis_len: samples per node for ``interpolate``.
     """
