@@ -36,3 +36,25 @@ def test_fimp_base_mimetic_is_fimp_base_with_only_qk_init_changed():
     assert mim.trials(4) == [{**t, "qk_init": "mimetic"} for t in base.trials(4)]
     task = get_task("fmri-reconstruction")
     assert "fimp-base-mimetic" not in (*task.default_models, *task.ablation_models)
+
+
+def test_fimp_base_has_the_self_attention_branch_and_the_plain_ablation_has_none():
+    """fimp-base (and the ablations that keep its block) build FIMP with the within-node
+    self-attention branch; the paper's plain layer has none (it cannot: the option is pre-norm
+    only)."""
+    from conftest import spatial_data
+    from fimp_bench.tasks import get_preset
+
+    prep = get_task("spatial-expression").prepare(
+        seed=0, preset=get_preset("smoke"), data=spatial_data()
+    )
+    for name, expected in (
+        ("fimp-base", True),
+        ("fimp-base-nomsg", True),
+        ("fimp-base-mimetic", True),
+        ("fimp-base-plain", False),
+    ):
+        spec = get_model(name)
+        model = spec.build(prep, spec.trials(1)[0])
+        assert model.fimp.self_attention is expected, name
+        assert len(model.fimp.self_attns) == (2 if expected else 0), name
