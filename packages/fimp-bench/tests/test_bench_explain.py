@@ -77,6 +77,12 @@ def test_celltype_writes_heatmaps_and_rows_sum_to_one(celltype_run) -> None:
     assert sorted(share, reverse=True)[5] <= min(share[cols.index(g)] for g in tcols) + 1e-12
     summary = json.loads(Path(files["summary"]).read_text())
     assert summary["task"] == "spatial-celltype" and summary["layer"] == 1
+    # same-label attention: the mean diagonal of the full matrix (equal row weights here)
+    same = summary["matrices"]["all"]["same_label_attention"]
+    diag = np.mean([m[i, cols.index(r)] for i, r in enumerate(rows)])
+    assert same["mass"] == pytest.approx(diag, rel=1e-9)
+    assert same["uniform"] == pytest.approx(1 / 12) and same["ratio"] == pytest.approx(diag * 12)
+    assert summary["matrices"]["within_minus_across"]["same_label_attention"] is None
     n_all = summary["matrices"]["all"]["num_edges"]
     assert n_all == (
         summary["matrices"]["within"]["num_edges"] + summary["matrices"]["across"]["num_edges"]
@@ -117,7 +123,8 @@ def test_expression_task_and_cli_with_checkpoint(tmp_path: Path, monkeypatch, ca
     argv = ["explain", "--task", "spatial-expression", "--seed", "1", "--preset", "smoke"]
     argv += ["--layer", "0", "--top-k", "0", "--out", str(again), "--checkpoint", str(out)]
     assert cli.main(argv) == 0
-    assert "all_png: " in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "all_png: " in printed and "same-label attention (test edges, layer 0): " in printed
     args = cli.build_parser().parse_args(argv)
     assert args.func is run_explain and args.command == "explain"
     _, _, m2 = _read(str(again / "attention_all_full.csv"))

@@ -14,7 +14,12 @@ This module reproduces that read-out for any FIMP model of the bench:
    source tokens; every row of a full matrix sums to 1 over the source's real tokens;
 4. with node groups (``group_by``, default the cell type ``y`` when the prepared graph has it):
    the same matrix over within-group and across-group edges and their difference;
-5. write, per matrix, the full CSV (all labels; rows sum to 1), a top-k CSV (the ``top_k`` labels
+5. the **same-label attention** of each matrix: the share of a target token's attention that goes
+   to the source token with its own label (the neighbour's same gene / time patch / image
+   patch), averaged over the attention rows, beside the uniform share ``1 / #labels``. Far above
+   uniform: the layer reads the neighbour's corresponding token (aligned tokens); near it: each
+   token takes a blurred mix of the neighbour's tokens (printed, and in ``explain.json``);
+6. write, per matrix, the full CSV (all labels; rows sum to 1), a top-k CSV (the ``top_k`` labels
    with the most attention mass received, for a readable heatmap; those rows no longer sum to 1)
    and a heatmap as PNG and SVG, plus ``explain.json`` (what was run, row weights, paths).
 
@@ -41,7 +46,13 @@ from torch_geometric.data import Data
 
 from fimp_bench.errors import BenchConfigError
 
-__all__ = ["add_explain_parser", "explain", "run_explain", "write_label_csv"]
+__all__ = [
+    "add_explain_parser",
+    "explain",
+    "run_explain",
+    "same_label_attention",
+    "write_label_csv",
+]
 
 _STATE_FILE = "model_state.pt"
 _SUMMARY_FILE = "explain.json"
@@ -211,6 +222,27 @@ def _load(prep, spec, checkpoint: Path, *, device, expect: dict[str, Any]):
 
 
 # ------------------------------------------------------------------ the read-out
+def same_label_attention(lm) -> dict[str, float] | None:
+    """``{"mass", "uniform", "ratio"}`` of a ``"mean"`` :class:`fimp.interpret.LabelMatrix`:
+    ``mass`` = attention on the source token with the target token's own label, averaged over
+    the attention rows (weighted by ``row_weight``; rows whose label no source token has count
+    0); ``uniform`` = ``1 / #source labels``; ``ratio`` = mass / uniform. ``None`` for other
+    reductions or an empty matrix."""
+    if lm.reduce != "mean" or lm.row_weight is None or not lm.col_labels:
+        return None
+    w = lm.row_weight.to(torch.float64)
+    if float(w.sum()) <= 0:
+        return None
+    col = {c: j for j, c in enumerate(lm.col_labels)}
+    diag = torch.tensor(
+        [float(lm.matrix[i, col[r]]) if r in col else 0.0 for i, r in enumerate(lm.row_labels)],
+        dtype=torch.float64,
+    )
+    mass = float((diag * w).sum() / w.sum())
+    uniform = 1.0 / len(lm.col_labels)
+    return {"mass": mass, "uniform": uniform, "ratio": mass / uniform}
+
+
 def _top_labels(lm, k: int) -> list[str]:
     """The ``k`` source labels with the largest share of all attention (ties: label order)."""
     w = lm.row_weight.to(torch.float64)
@@ -414,6 +446,7 @@ def explain(
             "num_edges": lm.num_edges,
             "labels": len(lm.row_labels),
             "row_weight": None if lm.row_weight is None else lm.row_weight.tolist(),
+            "same_label_attention": same_label_attention(lm),
         }
     summary["top_labels"] = shown
     summary_path = out / _SUMMARY_FILE
@@ -487,6 +520,13 @@ def run_explain(args: argparse.Namespace) -> int:
     )
     for name, path in result["files"].items():
         print(f"{name}: {path}")
+    same = result["matrices"]["all"]["same_label_attention"]
+    if same is not None:
+        print(
+            f"same-label attention (test edges, layer {result['layer']}): "
+            f"{same['mass']:.3f} of each target token's attention goes to the source token with "
+            f"its own label (uniform {same['uniform']:.3f}, {same['ratio']:.1f}x)"
+        )
     return 0
 
 
