@@ -295,3 +295,21 @@ def test_zero_shot_fimp_vit_on_self_loops_is_vit_alone_plus_tokens():
         tokens = frozen.fimp.tokenizer(images)[0]
         expected = alone(g)["embedding"] + tokens.mean(1)
     torch.testing.assert_close(emb, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_input_cache_keeps_the_last_two_inputs_and_compares_by_value():
+    """Training and evaluation alternate; with fresh training masks every epoch the evaluation
+    graph's entry must survive a new training input (two entries, least recently used out)."""
+    from fimp_bench.models.foundation import _InputCache
+
+    cache = _InputCache()
+    train0, evl, train1 = torch.zeros(3), torch.ones(3), torch.full((3,), 2.0)
+    cache.put((train0,), ("t0",))
+    cache.put((evl,), ("ev",))
+    assert cache.get((torch.ones(3),)) == ("ev",)  # equal values, another tensor: a hit
+    cache.put((train1,), ("t1",))  # evicts train0 (least recently used), keeps the eval entry
+    assert cache.get((evl,)) == ("ev",) and cache.get((train1,)) == ("t1",)
+    assert cache.get((train0,)) is None
+    train1.fill_(5.0)  # the key was cloned: mutating the caller's tensor does not alias it
+    assert cache.get((torch.full((3,), 2.0),)) == ("t1",) and cache.get((train1,)) is None
+    assert cache.get((evl, None)) is None  # another number of keys

@@ -19,8 +19,8 @@ Registered models (configs in ``fimp_bench/configs/<name>.yaml``):
 
 Cheap frozen prefix: with ``num_layers: 1`` and every parameter of the tokenizer and the message
 creator frozen, ``H + M`` (tokens plus aggregated messages) does not change during training, so it
-is computed once per input graph (cached on the module, keyed by the input tensors) and only W and
-the head run per epoch. The result equals the uncached forward (checked in the tests).
+is computed once per input graph (cached on the module, keyed by the input tensors, the last two
+inputs: training and evaluation) and only W and the head run per epoch. The result equals the uncached forward (checked in the tests).
 
 Which parameters train is recorded per part of the model (tokenizer, pretrained blocks, FIMP's
 W, head / decoder): the build writes :func:`parameter_split` into the run's config, so every
@@ -99,11 +99,14 @@ def _masked_mean(tokens: Tensor, mask: Tensor) -> Tensor:
 
 
 class _InputCache:
-    """The output of a frozen stage for the last inputs seen (identity fast path, then equality)."""
+    """The outputs of a frozen stage for the last ``size`` distinct inputs (identity fast path,
+    then equality). Two entries by default: training and evaluation alternate every epoch, and
+    on reconstruction tasks the training inputs change every epoch (fresh masks) while the
+    evaluation graph does not, so its entry keeps hitting."""
 
-    def __init__(self) -> None:
-        self._keys: tuple[Tensor | None, ...] | None = None
-        self._value: tuple[Tensor, ...] | None = None
+    def __init__(self, size: int = 2) -> None:
+        self._size = size
+        self._entries: list[tuple[tuple[Tensor | None, ...], tuple[Tensor, ...]]] = []
 
     @staticmethod
     def _same(a: Tensor | None, b: Tensor | None) -> bool:
@@ -114,15 +117,15 @@ class _InputCache:
         return a.shape == b.shape and a.device == b.device and torch.equal(a, b)
 
     def get(self, keys: tuple[Tensor | None, ...]) -> tuple[Tensor, ...] | None:
-        if self._keys is None or len(keys) != len(self._keys):
-            return None
-        if all(self._same(a, b) for a, b in zip(keys, self._keys, strict=True)):
-            return self._value
+        for i, (k, value) in enumerate(self._entries):
+            if len(keys) == len(k) and all(self._same(a, b) for a, b in zip(keys, k, strict=True)):
+                self._entries.append(self._entries.pop(i))  # most recently used last
+                return value
         return None
 
     def put(self, keys: tuple[Tensor | None, ...], value: tuple[Tensor, ...]) -> None:
-        self._keys = tuple(None if k is None else k.detach().clone() for k in keys)
-        self._value = value
+        stored = tuple(None if k is None else k.detach().clone() for k in keys)
+        self._entries = [*self._entries, (stored, value)][-self._size :]
 
 
 class FoundationFIMPModel(nn.Module):
