@@ -100,3 +100,28 @@ def test_run_models_and_check_scripts_on_a_tiny_config(tmp_path):
     )
     assert bad.returncode != 0 and "results.csv: differs" in bad.stderr
     shutil.rmtree(out)
+
+
+def test_validation_probe_reports_validation_only(tmp_path):
+    script = CI / "scripts" / "validation_probe.py"
+    args = ["spatial-celltype", "mlp", "fimp-base-pooled:self_attention=false", "--preset", "smoke"]
+    proc = subprocess.run(
+        [sys.executable, str(script), *args],
+        capture_output=True,
+        text=True,
+        env=_bench_env(tmp_path),
+        check=True,
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    assert [ln.split()[0] for ln in lines] == ["mlp", "fimp-base-pooled:self_attention=false"]
+    for line in lines:
+        value = float(line.split("val accuracy ")[1].split()[0])
+        assert 0.0 <= value <= 1.0
+        assert "test" not in line
+    bad = subprocess.run(
+        [sys.executable, str(script), "spatial-celltype", "mlp:dropout", "--preset", "smoke"],
+        capture_output=True,
+        text=True,
+        env=_bench_env(tmp_path),
+    )
+    assert bad.returncode != 0 and "not key=value" in bad.stderr
