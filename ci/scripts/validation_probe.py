@@ -46,8 +46,8 @@ def main() -> None:
     args = ap.parse_args()
     task = get_task(args.task)
     preset = get_preset(args.preset)
-    data, _ = task.load_data(preset, None)
-    prep = task.prepare(seed=args.seed, preset=preset, dataset=None, data=data, fill="mean")
+    data, _ = task.load_data(preset)
+    prep = task.prepare(seed=args.seed, preset=preset, data=data)
     metric = task.primary_metric
     for arg in args.models:
         name, overrides = parse_model(arg)

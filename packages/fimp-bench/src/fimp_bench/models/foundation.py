@@ -20,7 +20,8 @@ Registered models (configs in ``fimp_bench/configs/<name>.yaml``):
 Cheap frozen prefix: with ``num_layers: 1`` and every parameter of the tokenizer and the message
 creator frozen, ``H + M`` (tokens plus aggregated messages) does not change during training, so it
 is computed once per input graph (cached on the module, keyed by the input tensors, the last two
-inputs: training and evaluation) and only W and the head run per epoch. The result equals the uncached forward (checked in the tests).
+inputs: training and evaluation) and only W and the head run per epoch. The result equals the
+uncached forward (checked in the tests).
 On a reconstruction task (v1.1) the training graph's masks are re-drawn every epoch, so the
 training input misses the cache every epoch and only evaluation hits it: fimp-bert on
 spatial-expression then costs about 1 h per seed on a 2-core CPU (the prefix runs per edge).
