@@ -60,7 +60,14 @@ def test_run_prints_table_writes_records_and_plot(tmp_path, capsys):
         ]
     )
     assert code == 0
-    text = capsys.readouterr().out
+    captured = capsys.readouterr()
+    text = captured.out
+    # --no-progress: no bars, one stderr line per finished trial instead (smoke: 1 trial per seed)
+    trial_lines = [ln for ln in captured.err.splitlines() if " trial 1/1: best val " in ln]
+    assert len(trial_lines) == 4, captured.err  # (mlp, majority) x seeds 0-1
+    assert any(ln.startswith("fimp-bench: spatial-celltype/mlp/s1 trial 1/1") for ln in trial_lines)
+    assert all(" of 2 run (" in ln or " of 1 run (" in ln for ln in trial_lines)
+    assert "\r" not in captured.err  # no progress bar redraws
     assert "spatial-celltype (test split, mean ± std over seeds, ddof=1)" in text
     assert "majority" in text and "mlp" in text
     assert (out / "spatial-celltype" / "results.png").is_file()

@@ -301,7 +301,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--out", default="fimp-bench-results", help="output folder (default ./fimp-bench-results)"
     )
-    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bars; one line per finished trial on stderr instead (batch jobs' logs)",
+    )
     r.set_defaults(func=_cmd_run)
 
     ls = sub.add_parser(

@@ -18,6 +18,7 @@ import copy
 import math
 import random
 import resource
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -235,8 +236,13 @@ def train_trial(
     desc: str = "",
 ) -> TrialResult:
     """Train ``spec`` with ``config`` on ``prep`` (seeded from ``prep.seed``), early-stopping on
-    the task's primary validation metric; returns the best-validation model."""
+    the task's primary validation metric; returns the best-validation model.
+
+    With ``progress=False`` (``--no-progress``) no bar is drawn; instead one line per finished
+    trial goes to stderr (best validation score and epoch, epochs run, seconds), so a batch job's
+    log shows where a long run stands."""
     ctx = ctx or DistContext()
+    t0 = time.perf_counter()
     seed_everything(prep.seed)
     model = spec.build(prep, config).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -295,6 +301,14 @@ def train_trial(
             if stale >= prep.preset.patience and epoch + 1 >= prep.preset.min_epochs:
                 break
     bar.close()
+    if not progress and ctx.is_main:
+        score = "none (no finite value)" if best is None else f"{best:.4f}"
+        print(
+            f"fimp-bench: {desc or spec.name}: best val {metric} {score} at epoch "
+            f"{best_epoch + 1} of {epoch + 1} run ({time.perf_counter() - t0:.0f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
     if best_state is not None:
         model.load_state_dict(best_state)
     return TrialResult(config, model, best_epoch, best_val, epoch + 1, history, train_loss)
@@ -533,7 +547,6 @@ def _existing_record(
     """The record already at ``path`` if it was made by the same configuration (unless
     ``force``); a record from another configuration is never overwritten silently: an error,
     or, with ``rerun_changed``, ``None`` after saying on stderr that it will be replaced."""
-    import sys
 
     from fimp_bench.errors import RecordError
     from fimp_bench.records import read_record
@@ -602,7 +615,6 @@ def run_benchmark(
     :class:`BenchConfigError`, unless ``force`` or ``rerun_changed`` (re-run only those, skip the
     unchanged ones, and say which on stderr).
     """
-    import sys
 
     from fimp_bench.models import get_model
     from fimp_bench.records import write_record
