@@ -271,7 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset",
         default="quick",
         choices=["quick", "full", "smoke"],
-        help="quick (default; embedded data, CPU minutes), full (paper scale, GPU), smoke (tiny)",
+        help="quick (default; embedded data: about 30-40 min per family on 2 CPU cores, hours for "
+        "the spatial-large / fmri-large families; README), full (paper scale, GPU), smoke (tiny)",
     )
     r.add_argument(
         "--device",
