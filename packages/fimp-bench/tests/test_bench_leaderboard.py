@@ -158,3 +158,27 @@ def test_rows_from_two_datasets_get_a_dataset_column(board):
     table = {r["model"]: r["dataset"] for r in csv.DictReader((d / "results.csv").open())}
     assert table == {"mlp": "dataset-b", "gcn": default}
     assert "mlp (smoke, dataset-b)" in (d / "results.svg").read_text()
+
+
+def test_readme_names_default_models_without_records(board):
+    """A board that lacks some of its task's default models says which, instead of looking
+    complete; with every default model present the line is absent."""
+    import json
+
+    from fimp_bench.tasks import TASKS
+
+    root, _ = board
+    readme = (root / "spatial-celltype" / "README.md").read_text()
+    absent = [m for m in TASKS["spatial-celltype"].default_models if m not in ("mlp", "gcn")]
+    (line,) = [ln for ln in readme.splitlines() if ln.startswith("**Not on this board:**")]
+    assert all(f"`{m}`" in line for m in absent) and "`mlp`" not in line
+    assert f"--model {','.join(absent)}`" in line
+    # copy one record under every default model name: the line disappears
+    src = next((root / "spatial-celltype" / "records" / "mlp").glob("seed-*.json"))
+    for m in absent:
+        rec = json.loads(src.read_text())
+        rec["model"]["name"] = rec["model"]["registry_key"] = m
+        (root / "spatial-celltype" / "records" / m).mkdir(parents=True, exist_ok=True)
+        (root / "spatial-celltype" / "records" / m / src.name).write_text(json.dumps(rec))
+    generate(root)
+    assert "Not on this board" not in (root / "spatial-celltype" / "README.md").read_text()

@@ -198,6 +198,17 @@ def _readme(task_name: str, rows: list[dict[str, Any]]) -> str:
         for r in ext:
             lines.append(f"- `{r['model']}`: {', '.join(r['external_weights'])}")
         lines.append("")
+    if task:
+        have = {r["name"] for r in rows}
+        absent = [m for m in task.default_models if m not in have]
+        if absent:
+            names = ", ".join(f"`{m}`" for m in absent)
+            lines.append(
+                f"**Not on this board:** default model(s) of {task_name} without records here: "
+                f"{names}. Add them with `fimp-bench run --task {task_name} --model "
+                f"{','.join(absent)}` (see `leaderboards/CONTRIBUTING.md`)."
+            )
+            lines.append("")
     lines.append(
         "Per-seed records: [`records/`](records/). Plot: [`results.png`](results.png) "
         "([SVG](results.svg)). Table as CSV: [`results.csv`](results.csv)."
