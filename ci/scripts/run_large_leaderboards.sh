@@ -6,8 +6,9 @@
 # the records under leaderboards/ and regenerate tables, plots, ANALYSIS.md and the index.
 #   bash ci/scripts/run_large_leaderboards.sh [OUT]        (default OUT=/tmp/lb-large)
 #   ABLATIONS=1 bash ci/scripts/run_large_leaderboards.sh  (also the ablation rows)
-# About 4 hours on a 2-core CPU: GPS (global attention over 11,201 cells, ~30 min per tuned
-# seed) and FIMP-base are most of it. Re-running resumes from the records under leaderboards/:
+# Under the 150-300 epoch protocol this is most of a day on a 2-core CPU: GPS's global attention
+# over 11,201 cells costs 6.4 s per epoch (1.1-2.1 h for a tuned seed's 4 trials, 1.7-3.4 h per
+# cycif row), FIMP-base ~1.8 h per cycif row, GPS on fsa4 ~1 h; the other rows minutes. Re-running resumes from the records under leaderboards/:
 # runs whose configuration is unchanged are skipped, runs whose configuration changed (a model's
 # config, a task version) are re-run and replaced (--rerun-changed).
 set -euo pipefail
