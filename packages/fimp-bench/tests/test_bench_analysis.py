@@ -216,13 +216,13 @@ def test_curve_mean_over_seeds_still_running():
 def test_no_curves_at_all_no_figure(smoke_records, tmp_path):
     no_curves = {(m, s) for m in ACC for s in SEEDS}
     root = _board(tmp_path, smoke_records, no_curves=no_curves)
-    assert not (root / "analysis").exists()
+    # only the at-a-glance figure (from the test metrics), no learning-curve figure
+    assert sorted(p.name for p in (root / "analysis").iterdir()) == ["summary.png", "summary.svg"]
     page = (root / "ANALYSIS.md").read_text()
     assert "No learning curves: none of these records stores per-epoch curves" in page
     assert "curves.png" not in page
     check(root)
     # a figure left over from earlier records has nothing behind it any more
-    (root / "analysis").mkdir()
     (root / "analysis" / f"{TASK}-curves.png").write_bytes(b"\x89PNG stale")
     with pytest.raises(LeaderboardCheckError, match="has no records behind it"):
         check(root)
@@ -271,3 +271,32 @@ def test_trials_at_epoch_cap_column(smoke_records, tmp_path):
         del r["task_info"]["training"]
     page, _ = analysis_page({TASK: old}, [TASK])
     assert _row(page, "fimp-base")[-1] == "—"
+
+
+def _glance_row(page: str, task: str) -> list[str]:
+    (line,) = [ln for ln in page.splitlines() if ln.startswith(f"| {task} |")]
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_at_a_glance_row_matches_scipy_and_has_a_checked_figure(board):
+    page = (board / "ANALYSIS.md").read_text()
+    assert page.index("## At a glance") < page.index(f"## {TASK}")
+    cells = _glance_row(page, TASK)
+    ref, gcn = np.asarray(ACC["fimp-base"]), np.asarray(ACC["gcn"])
+    nomsg = np.asarray(ACC["fimp-base-nomsg"])
+    # seen from fimp-base (positive = fimp-base better), CI as scipy's own paired-t interval
+    test = ttest_rel(ref, gcn)
+    ci = test.confidence_interval(0.95)
+    assert cells[2] == "`gcn`"
+    assert cells[3] == f"{np.mean(ref - gcn):+.4f} [{ci.low:+.3f}, {ci.high:+.3f}]"
+    assert cells[4] == f"{test.pvalue:.3g}" and cells[5] == "worse"
+    assert cells[6] == f"{np.mean(ref - nomsg):+.4f} (p {ttest_rel(ref, nomsg).pvalue:.3g})"
+    assert cells[7] == "—"  # no mlp records on this board
+    rec = json.loads(next((board / TASK / "records" / "fimp-base").glob("*.json")).read_text())
+    assert cells[1] == f"{rec['task_info']['num_nodes']:,}"
+    png, svg = board / "analysis" / "summary.png", board / "analysis" / "summary.svg"
+    assert png.read_bytes().startswith(b"\x89PNG") and b"<svg" in svg.read_bytes()
+    assert "](analysis/summary.png)" in page and "(analysis/summary.svg)" in page
+    png.unlink()
+    with pytest.raises(LeaderboardCheckError, match=r"analysis/summary\.png: missing"):
+        check(board)

@@ -6,7 +6,8 @@ test mean: the most favourable baseline), ``mlp`` and the ablations present (:da
 paired across seeds: the same seed gives both models the same split and masking, so each seed
 gives one difference. Learning curves (validation primary metric per epoch of each seed's
 selected tuning trial, ``tuning["trials"][tuning["selected"]]["curve"]["val"]``) go to
-``analysis/<task>-curves.png`` and ``.svg``. Like every leaderboard file these are written by
+``analysis/<task>-curves.png`` and ``.svg``; a summary of every section at the top of the page
+("At a glance") and its forest plot to ``analysis/summary.png`` and ``.svg``. Like every leaderboard file these are written by
 :func:`fimp_bench.leaderboard.generate` and compared by :func:`fimp_bench.leaderboard.check`.
 """
 
@@ -65,6 +66,7 @@ _CURVE_MODELS = tuple(m for m in ROLES if m != "mlp")
 _ALPHA = 0.05
 _PAGE = "ANALYSIS.md"
 _FOLDER = "analysis"
+_SUMMARY = "summary"
 # the same rc settings as leaderboard._plot: fixed SVG ids, text as text, one font
 _RC = {"svg.hashsalt": "fimp-bench", "svg.fonttype": "none", "font.family": "DejaVu Sans"}
 
@@ -101,6 +103,19 @@ def paired(values: dict[int, float], ref: dict[int, float], sign: int) -> dict[s
         if len(shared) >= 5 and np.any(a != b):
             out["w_p"] = float(wilcoxon(a, b).pvalue)
     return out
+
+
+def _ci95(values: dict[int, float], ref: dict[int, float], sign: int) -> tuple[float, float]:
+    """Two-sided 95% confidence interval of the paired mean difference ``sign * (value - ref)``
+    over the shared seeds (Student t, ddof=1); ``(nan, nan)`` below 2 shared seeds."""
+    from scipy.stats import t as student_t
+
+    shared = sorted(set(values) & set(ref))
+    if len(shared) < 2:
+        return float("nan"), float("nan")
+    d = np.asarray([sign * (values[s] - ref[s]) for s in shared], dtype=np.float64)
+    half = float(student_t.ppf(0.975, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size))
+    return float(d.mean() - half), float(d.mean() + half)
 
 
 def _curve(record: dict[str, Any]) -> list[float] | None:
@@ -187,8 +202,18 @@ def _sections(task: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if gnns
             else None
         )
+        info = next(
+            (
+                r["task_info"]
+                for r in rs
+                if r["model"]["name"] == REFERENCE and isinstance(r.get("task_info"), dict)
+            ),
+            {},
+        )
         sections.append(
             {
+                "nodes": info.get("num_nodes") if _number(info.get("num_nodes")) else None,
+                "graphs": info.get("num_graphs") if _number(info.get("num_graphs")) else None,
                 "preset": preset,
                 "fill": fill,
                 "mode": mode,
@@ -201,6 +226,144 @@ def _sections(task: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             }
         )
     return sections
+
+
+def _verdict(diff: float, p: float) -> str:
+    """``better`` / ``worse`` / ``not distinguishable`` at p < 0.05 for a difference seen from
+    fimp-base (positive = fimp-base better)."""
+    if not math.isnan(p) and p < _ALPHA and diff > 0:
+        return "better"
+    if not math.isnan(p) and p < _ALPHA and diff < 0:
+        return "worse"
+    return "not distinguishable"
+
+
+def _glance(task: str, s: dict[str, Any]) -> dict[str, Any]:
+    """One section's summary, every difference seen from the first-named model (positive =
+    better): fimp-base vs the best GNN, fimp-base vs its no-message ablation, and that ablation
+    vs the MLP; each ``(diff, ci_low, ci_high, t_p)`` or ``None`` where a row is missing."""
+    models, sign = s["models"], s["sign"]
+
+    def versus(a: str | None, b: str) -> tuple[float, float, float, float] | None:
+        va, vb = models.get(a, {}).get("values"), models.get(b, {}).get("values")
+        if not va or not vb:
+            return None
+        c = paired(va, vb, sign)
+        return (c["diff"], *_ci95(va, vb, sign), c["t_p"])
+
+    return {
+        "task": task,
+        "section": s,
+        "vs_gnn": versus(REFERENCE, s["best_gnn"]) if s["best_gnn"] else None,
+        "messages": versus(REFERENCE, "fimp-base-nomsg"),
+        "tokens": versus("fimp-base-nomsg", "mlp"),
+    }
+
+
+def _glance_cell(c: tuple[float, float, float, float] | None, ci: bool) -> str:
+    if c is None or math.isnan(c[0]):
+        return "—"
+    diff, lo, hi, p = c
+    interval = f" [{lo:+.3f}, {hi:+.3f}]" if ci and not math.isnan(lo) else ""
+    return f"{diff:+.4f}{interval}" if ci else f"{diff:+.4f} (p {_p(p)})"
+
+
+def _glance_label(g: dict[str, Any], repeated: set[str]) -> str:
+    s = g["section"]
+    return f"{g['task']} ({s['preset']}, {s['fill']})" if g["task"] in repeated else g["task"]
+
+
+def _nodes_cell(s: dict[str, Any]) -> str:
+    """Nodes per graph, and the number of graphs where there are several (``task_info``)."""
+    if s["nodes"] is None:
+        return "—"
+    graphs = s["graphs"]
+    return f"{int(s['nodes']):,}" + (f" × {int(graphs)} graphs" if graphs and graphs > 1 else "")
+
+
+def _glance_md(rows: list[dict[str, Any]], figure: bool) -> list[str]:
+    lines = ["## At a glance", ""]
+    lines.append(
+        "One row per task section below. Every difference here is seen from the first-named "
+        "model: **positive = fimp-base (or fimp-base-nomsg in the last column) better**, in the "
+        "task's primary metric (R^2 or accuracy). *fimp-base − best GNN*: paired mean over the "
+        "shared seeds with its 95% confidence interval (Student t) and the paired t-test; the "
+        "verdict uses p<0.05. *messages*: fimp-base − `fimp-base-nomsg`, what cross-node "
+        "messages add to the same token model. *tokens alone*: `fimp-base-nomsg` − `mlp`, two "
+        "models that see no graph: the token encoder against an MLP on the raw vector; negative "
+        "means the per-node token model is the weaker encoder on this data. — : a row is missing."
+    )
+    lines.append("")
+    head = ["task", "nodes per graph", "best classic GNN", "fimp-base − best GNN [95% CI]"]
+    head += ["t-test p", "verdict", "messages: fimp-base − nomsg", "tokens alone: nomsg − mlp"]
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "|".join("---" for _ in head) + "|")
+    tasks = [g["task"] for g in rows]
+    repeated = {t for t in tasks if tasks.count(t) > 1}
+    for g in rows:
+        s, vs = g["section"], g["vs_gnn"]
+        p = float("nan") if vs is None else vs[3]
+        cells = [
+            _glance_label(g, repeated) + (" (zero-shot)" if s["mode"] == "zero-shot" else ""),
+            _nodes_cell(s),
+            f"`{s['best_gnn']}`" if s["best_gnn"] else "—",
+            _glance_cell(vs, ci=True),
+            _p(p),
+            "—" if vs is None else _verdict(vs[0], p),
+            _glance_cell(g["messages"], ci=False),
+            _glance_cell(g["tokens"], ci=False),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    if figure:
+        rel = f"{_FOLDER}/{_SUMMARY}"
+        lines.append(
+            "Figure: the two differences from fimp-base with their 95% confidence intervals "
+            f"(tasks mix R^2 and accuracy on one axis): [`{rel}.png`]({rel}.png) "
+            f"([SVG]({rel}.svg))."
+        )
+        lines.append("")
+        lines.append(f"![fimp-base against the best classic GNN and without messages]({rel}.png)")
+        lines.append("")
+    return lines
+
+
+def _plot_glance(rows: list[dict[str, Any]], png: Path, svg: Path) -> None:
+    """Forest plot: per section, fimp-base − best GNN and fimp-base − nomsg with 95% CIs."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    tasks = [g["task"] for g in rows]
+    repeated = {t for t in tasks if tasks.count(t) > 1}
+    series = (("vs_gnn", "fimp-base − best classic GNN", "C0", "o", -0.15),)
+    series += (("messages", "fimp-base − fimp-base-nomsg (messages)", "C1", "s", 0.15),)
+    with plt.rc_context(_RC):
+        fig, ax = plt.subplots(figsize=(7.5, 0.5 * len(rows) + 1.6))
+        for key, label, color, marker, dy in series:
+            ys, xs, lo, hi = [], [], [], []
+            for i, g in enumerate(rows):
+                c = g[key]
+                if c is None or math.isnan(c[0]):
+                    continue
+                ys.append(i + dy)
+                xs.append(c[0])
+                lo.append(c[0] - c[1] if not math.isnan(c[1]) else 0.0)
+                hi.append(c[2] - c[0] if not math.isnan(c[2]) else 0.0)
+            if xs:
+                ax.errorbar(
+                    xs, ys, xerr=[lo, hi], fmt=marker, color=color, capsize=3, lw=1.2, label=label
+                )
+        ax.axvline(0.0, color="0.4", lw=1)
+        ax.set_yticks(range(len(rows)), [_glance_label(g, repeated) for g in rows])
+        ax.invert_yaxis()
+        ax.set_xlabel("difference in the primary metric (positive = fimp-base better), 95% CI")
+        ax.grid(axis="x", color="0.9")
+        ax.legend(fontsize=8, loc="best")
+        fig.tight_layout()
+        save_figure(fig, png, svg)
+        plt.close(fig)
 
 
 def _section_md(s: dict[str, Any]) -> list[str]:
@@ -242,12 +405,7 @@ def _section_md(s: dict[str, Any]) -> list[str]:
     else:
         c = comparisons[best]
         # the table's Δ is best GNN minus fimp-base; seen from fimp-base the sign flips
-        if not math.isnan(c["t_p"]) and c["t_p"] < _ALPHA and c["diff"] < 0:
-            verdict = "better"
-        elif not math.isnan(c["t_p"]) and c["t_p"] < _ALPHA and c["diff"] > 0:
-            verdict = "worse"
-        else:
-            verdict = "not distinguishable"
+        verdict = _verdict(-c["diff"], c["t_p"])
         diff = "n/a" if math.isnan(c["diff"]) else f"{-c['diff']:+.4f}"
         lines.append(
             f"**fimp-base vs best GNN (`{best}`): {verdict} at p<0.05** (paired t-test p = "
@@ -361,6 +519,16 @@ def analysis_page(
     by_task: dict[str, list[dict[str, Any]]], order: list[str]
 ) -> tuple[str, dict[str, list[dict[str, Any]]]]:
     """The page's text and, per task, the sections whose curves go into a figure."""
+    text, figures, _ = _page(by_task, order)
+    return text, figures
+
+
+def _page(
+    by_task: dict[str, list[dict[str, Any]]], order: list[str]
+) -> tuple[str, dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
+    """:func:`analysis_page` plus the at-a-glance rows (one per section, for the summary plot)."""
+    all_sections = {task: _sections(task, by_task[task]) for task in order}
+    glance = [_glance(task, s) for task in order for s in all_sections[task]]
     lines = ["<!-- generated by fimp-bench leaderboard from */records/; do not edit -->", ""]
     lines += ["# Does cross-node token attention help, and when?", ""]
     lines.append(
@@ -399,10 +567,12 @@ def analysis_page(
     for name, role in ROLES.items():
         lines.append(f"- `{name}`: {role}")
     lines.append("")
+    if glance:
+        lines += _glance_md(glance, _glance_plotted(glance))
     figures: dict[str, list[dict[str, Any]]] = {}
     for task in order:
         lines += [f"## {task}", ""]
-        sections = _sections(task, by_task[task])
+        sections = all_sections[task]
         if not sections:
             lines += [f"No `{REFERENCE}` records for this task: nothing to compare.", ""]
             continue
@@ -416,7 +586,14 @@ def analysis_page(
         if plotted:
             figures[task] = plotted
         lines += _curves_md(task, sections, bool(plotted))
-    return "\n".join(lines), figures
+    return "\n".join(lines), figures, glance
+
+
+def _glance_plotted(rows: list[dict[str, Any]]) -> bool:
+    """Whether the summary figure has anything to draw (a finite difference in some row)."""
+    return any(
+        g[k] is not None and not math.isnan(g[k][0]) for g in rows for k in ("vs_gnn", "messages")
+    )
 
 
 def write_analysis(
@@ -425,8 +602,13 @@ def write_analysis(
     """Write ``ANALYSIS.md`` and ``analysis/<task>-curves.{png,svg}`` under ``out_root``; return
     the written paths. ``by_task``: each task's records; ``order``: the tasks in page order."""
     out_root = Path(out_root)
-    text, figures = analysis_page(by_task, order)
+    text, figures, glance = _page(by_task, order)
     written = []
+    if _glance_plotted(glance):
+        d = safe_child(out_root, _FOLDER)
+        png, svg = d / f"{_SUMMARY}.png", d / f"{_SUMMARY}.svg"
+        _plot_glance(glance, png, svg)
+        written += [png, svg]
     for task, sections in figures.items():
         d = safe_child(out_root, _FOLDER)
         png, svg = d / f"{task}-curves.png", d / f"{task}-curves.svg"
