@@ -6,9 +6,10 @@ test mean: the most favourable baseline), ``mlp`` and the ablations present (:da
 paired across seeds: the same seed gives both models the same split and masking, so each seed
 gives one difference. Learning curves (validation primary metric per epoch of each seed's
 selected tuning trial, ``tuning["trials"][tuning["selected"]]["curve"]["val"]``) go to
-``analysis/<task>-curves.png`` and ``.svg``; a summary of every section at the top of the page
-("At a glance") and its forest plot to ``analysis/summary.png`` and ``.svg``. Like every leaderboard file these are written by
-:func:`fimp_bench.leaderboard.generate` and compared by :func:`fimp_bench.leaderboard.check`.
+``analysis/<task>-curves.png`` and ``.svg``; a summary of every section opens the page ("At a
+glance"), its forest plot goes to ``analysis/summary.png`` and ``.svg``. Like every leaderboard
+file these are written by :func:`fimp_bench.leaderboard.generate` and compared by
+:func:`fimp_bench.leaderboard.check`.
 """
 
 from __future__ import annotations
