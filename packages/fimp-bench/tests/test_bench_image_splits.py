@@ -67,7 +67,8 @@ def test_image_family_and_versions():
     assert names == ["image-country", "image-zeroshot", "image-zeroshot-random"]
     assert FAMILIES["image"] == names
     assert get_task("image-country").version == "1.2"
-    assert get_task("image-zeroshot").version == "1.1"
+    assert get_task("image-zeroshot").version == "1.2"
+    assert get_task("image-zeroshot-random").version == "1.0"
 
 
 @pytest.mark.parametrize("name", ["image-country", "image-zeroshot"])
@@ -97,3 +98,53 @@ def test_one_block_per_country_falls_back_to_plain_region_blocks():
     _, (tr, _va, te) = _parts(prep)
     assert prep.info["split_method"] == "spatial_block"
     assert tr.size > 0 and te.size > 0
+
+
+def _probe_parts(name, georelief, model_name, seed=0):
+    from fimp_bench.models import get_model
+    from fimp_bench.train import probe_embeddings, seed_everything
+
+    prep = get_task(name).prepare(seed=seed, preset=QUICK, data=georelief)
+    spec = get_model(model_name)
+    seed_everything(0)
+    model = spec.build(prep, spec.trials(1)[0]).eval()
+    return prep, model, probe_embeddings
+
+
+@pytest.mark.parametrize("model_name", ["gcn", "gps", "fimp-base"])
+def test_zeroshot_test_embeddings_hold_nothing_of_training_images(georelief, model_name):
+    """image-zeroshot (probe_graph="split"): scrambling every training image leaves the test
+    images' embeddings unchanged; on the whole graph (the random variant's protocol) it does not."""
+    prep, model, embed = _probe_parts("image-zeroshot", georelief, model_name)
+    assert prep.task.probe_graph == "split" and prep.info["probe_graph"] == "split"
+    g = prep.graphs[0]
+    te = g.test_mask.numpy()
+    before = embed(prep, model, torch.device("cpu"))
+    g.x[g.train_mask] = torch.randn_like(g.x[g.train_mask]) * 5
+    after = embed(prep, model, torch.device("cpu"))
+    np.testing.assert_array_equal(after[te], before[te])
+    assert not np.allclose(after[~te], before[~te])
+    # the same model on the whole graph: test embeddings read the training images
+    full = get_task("image-zeroshot-random")
+    assert full.probe_graph == "full"
+    prep.task = full
+    whole = embed(prep, model, torch.device("cpu"))
+    g.x[g.train_mask] = torch.randn_like(g.x[g.train_mask])
+    assert not np.allclose(embed(prep, model, torch.device("cpu"))[te], whole[te])
+
+
+def test_untrained_gcn_no_longer_beats_mlp_by_the_leak(georelief):
+    """The acceptance of the honest-splits item, on the embedded data (seed 0): an untrained GCN
+    probed on image-zeroshot is within a few points of the MLP (which sees no graph), while on
+    the whole graph it is far above (its test embeddings average training images' pixels)."""
+    from fimp_bench.models import get_model
+    from fimp_bench.train import probe
+
+    def acc(task, model):
+        prep = get_task(task).prepare(seed=0, preset=QUICK, data=georelief)
+        spec = get_model(model)
+        return probe(prep, spec, spec.trials(1)[0], device=torch.device("cpu"))[1]["accuracy"]
+
+    mlp, gcn = acc("image-zeroshot", "mlp"), acc("image-zeroshot", "gcn")
+    assert gcn < mlp + 0.05, (gcn, mlp)
+    assert acc("image-zeroshot-random", "gcn") > mlp + 0.5

@@ -314,9 +314,30 @@ def train_trial(
     return TrialResult(config, model, best_epoch, best_val, epoch + 1, history, train_loss)
 
 
+@torch.no_grad()
+def probe_embeddings(
+    prep: PreparedTask, model: torch.nn.Module, device: torch.device
+) -> np.ndarray:
+    """Frozen node embeddings [N, d] of a node-level probe task, on the graph the task's
+    ``probe_graph`` names: ``"split"`` runs ``model`` once on the subgraph of the training nodes
+    and once on that of the test nodes (no message between the two; other nodes' rows stay 0),
+    ``"full"`` once on the whole graph."""
+    g = prep.graphs[0].to(device)
+    if prep.task.probe_graph == "full":
+        return model(g)["embedding"].float().cpu().numpy()
+    emb = None
+    for part in (g.train_mask, g.test_mask):
+        out = model(g.subgraph(part))["embedding"].float().cpu().numpy()
+        if emb is None:
+            emb = np.zeros((g.num_nodes, out.shape[1]), dtype=out.dtype)
+        emb[part.cpu().numpy()] = out
+    return emb
+
+
 def probe(prep: PreparedTask, spec: ModelSpec, config: dict[str, Any], *, device: torch.device):
-    """Zero-shot: frozen embeddings of the seed-initialised (or pretrained) model ->
-    StandardScaler + LogisticRegression fitted on the training nodes, scored on the test nodes."""
+    """Zero-shot: frozen embeddings of the seed-initialised (or pretrained) model
+    (:func:`probe_embeddings`) -> StandardScaler + LogisticRegression fitted on the training
+    nodes, scored on the test nodes."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -326,9 +347,8 @@ def probe(prep: PreparedTask, spec: ModelSpec, config: dict[str, Any], *, device
     for p in model.parameters():
         p.requires_grad_(False)
     model.eval()
-    g = prep.graphs[0].to(device)
-    with torch.no_grad():
-        emb = model(g)["embedding"].float().cpu().numpy()
+    emb = probe_embeddings(prep, model, device)
+    g = prep.graphs[0]
     y = g.y.cpu().numpy()
     tr, te = g.train_mask.cpu().numpy(), g.test_mask.cpu().numpy()
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=prep.seed))

@@ -256,6 +256,12 @@ class Task(ABC):
         "graph-transformer-tokenmean",
     )
     fill_strategies: tuple[str, ...] = ("mean",)
+    #: probe tasks: which graph the frozen embeddings are computed on. ``"split"``: the train
+    #: nodes' on the subgraph of the train nodes, the test nodes' on that of the test nodes, so
+    #: no message crosses between the parts and a test embedding holds nothing of a training
+    #: node; ``"full"``: every node's on the whole graph (the paper's protocol: a test node
+    #: averages its training neighbours' features, which the probe was fitted on).
+    probe_graph: Literal["split", "full"] = "split"
 
     def dataset_for(self, preset: str, dataset: str | None = None) -> str:
         """The dataset name used by ``preset`` (``dataset`` overrides it)."""
