@@ -17,7 +17,7 @@ lane_a() {
   # fimp-bert is not on the committed spatial-expression board since task v1.1: its training
   # masks change every epoch, so the frozen MiniLM prefix is recomputed per epoch (about 1 h per
   # seed on the 2-core CPU). Run it alone: --task spatial-expression --model fimp-bert
-  run --task image-zeroshot --out "$out/a"
+  run --task image-zeroshot --model default,ablations --out "$out/a"
   run --task image-zeroshot --model fimp-vit-frozen,graphsage-untrained,vit-alone --out "$out/a"
   run --task image-zeroshot-random --out "$out/a"
 }

@@ -24,7 +24,13 @@ def test_default_and_ablation_groups():
     }
     for name in both:
         get_model(name)  # every name is registered
-    assert expand_model_names(get_task("image-zeroshot"), ["ablations"]) == []
+    # zero-shot: the untrained FIMP ablations only (the *-tokenmean ones read trained tokens)
+    assert expand_model_names(get_task("image-zeroshot"), ["ablations"]) == [
+        "fimp-base-plain",
+        "fimp-base-nomsg",
+        "fimp-base-pooled",
+    ]
+    assert expand_model_names(get_task("image-zeroshot-random"), ["ablations"]) == []
 
 
 def test_fimp_base_mimetic_is_fimp_base_with_only_qk_init_changed():

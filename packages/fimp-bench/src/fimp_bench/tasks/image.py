@@ -198,7 +198,9 @@ class ImageZeroShot(_ImageBase):
     fractions = (0.75, 0.0, 0.25)
     #: no training, so no need to shrink: the probe reads embeddings of the full 3x32x32 images
     pool: ClassVar[dict[str, int]] = {"quick": 1, "full": 1, "smoke": 1}
-    ablation_models = ()  # zero-shot: nothing trains, so nothing to ablate
+    #: untrained too: which ingredient gives fimp-base's frozen embeddings their information
+    #: (the token encoder: ``-nomsg``; cross-node messages; several tokens: ``-pooled``)
+    ablation_models = ("fimp-base-plain", "fimp-base-nomsg", "fimp-base-pooled")
     default_models = (
         "majority",
         "mlp",
