@@ -256,10 +256,10 @@ class Task(ABC):
         "graph-transformer-tokenmean",
     )
     fill_strategies: tuple[str, ...] = ("mean",)
-    #: probe tasks: which graph the frozen embeddings are computed on. ``"split"``: the train
-    #: nodes' on the subgraph of the train nodes, the test nodes' on that of the test nodes, so
-    #: no message crosses between the parts and a test embedding holds nothing of a training
-    #: node; ``"full"``: every node's on the whole graph (the paper's protocol: a test node
+    #: The graph a probe task computes its frozen embeddings on. ``"split"``: the training
+    #: nodes' on the subgraph of the training nodes, the test nodes' on that of the test nodes,
+    #: so no message crosses between the parts and a test embedding holds nothing of a training
+    #: node. ``"full"``: every node's on the whole graph (the paper's protocol; a test node
     #: averages its training neighbours' features, which the probe was fitted on).
     probe_graph: Literal["split", "full"] = "split"
 
