@@ -7,8 +7,9 @@
 #   bash ci/scripts/run_large_leaderboards.sh [OUT]        (default OUT=/tmp/lb-large)
 #   ABLATIONS=1 bash ci/scripts/run_large_leaderboards.sh  (also the ablation rows)
 # Under the 150-300 epoch protocol this is most of a day on a 2-core CPU: GPS's global attention
-# over 11,201 cells costs 6.4 s per epoch (1.1-2.1 h for a tuned seed's 4 trials, 1.7-3.4 h per
-# cycif row), FIMP-base ~1.8 h per cycif row, GPS on fsa4 ~1 h; the other rows minutes.
+# over 11,201 cells: measured on spatial-expression-cycif, seed 0's 4 trials took 52 min alone
+# (2 threads), each further seed ~20 min in a one-thread lane; FIMP-base ~1.8 h per cycif row,
+# GPS on fsa4 ~1 h; the other rows minutes.
 # Re-running resumes from the records under leaderboards/: runs whose configuration is unchanged
 # are skipped, runs whose configuration changed (a model's config, a task version) are re-run and
 # replaced (--rerun-changed).
